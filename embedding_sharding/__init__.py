@@ -1,0 +1,1 @@
+"""Sharding: topology, constraints, sharders, the planner, plan files and plan reports."""

@@ -1,0 +1,1 @@
+"""Input pipeline (Parquet -> batches) and the train / eval pipelines built on TorchRec's."""

@@ -1,0 +1,1 @@
+"""recsys-dist: distributed CTR training on TorchRec."""

@@ -1,0 +1,191 @@
+"""The job configuration: typed sections, YAML presets, `key=value` overrides, validation before any work.
+
+A config is `JobConfig` (data / model / sharding / optim / train). Files and overrides are merged onto the
+typed schema with OmegaConf, so an unknown key or a value of the wrong type fails at load time with the full
+key path; `validate()` then checks the meaning of values (choices, ranges, arch arguments).
+
+    cfg = load_config("configs/dlrm_synthetic.yaml", ["train.max_steps=10", "model.embedding_dim=16"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A configuration problem, named by file and key, found before a job starts."""
+
+
+@dataclass
+class DataConfig:
+    dir: str = MISSING  # a prepared dataset: metadata.json + Parquet shards (`recsys-dist prepare`)
+    batch_size: int = 2048  # global batch: each of W ranks reads batch_size / W rows per step
+    eval_batch_size: int = 8192  # global batch for validation / test
+    shuffle: bool = True
+    shuffle_buffer_rows: int = 262144  # rows kept in the shuffle buffer per rank
+    seed: int = 0
+    prefetch_batches: int = 4  # batches built ahead by the background reader thread
+    cross_pairs: Optional[Any] = None  # OptInter: "all", a list of "Ci,Cj" pairs, or a searched-architecture JSON
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "dlrm"  # a name in recsys_dist.models.registry
+    embedding_dim: int = 64
+    arch_args: Dict[str, Any] = field(default_factory=dict)  # keyword arguments of the arch's constructor
+    max_rows_per_table: Optional[int] = None  # cap table rows (ids are taken modulo the cap at batch time)
+
+
+@dataclass
+class ShardingConfig:
+    plan: Optional[str] = None  # a plan file from `recsys-dist plan`: train on exactly that sharding
+    sharding_types: Optional[List[str]] = None  # allowed types for every table (None: all the planner may use)
+    compute_kernel: Optional[str] = None  # force one kernel, e.g. fused, fused_uvm_caching, dense
+    constraints: Optional[str] = None  # YAML file of per-table constraints (embedding_sharding.constraints)
+    hbm_gib: Optional[float] = None  # per-device memory the planner may use (None: the device's default)
+    ddr_gib: Optional[float] = None
+
+
+@dataclass
+class OptimConfig:
+    sparse: str = "rowwise_adagrad"  # fused FBGEMM optimizer: rowwise_adagrad | adagrad | sgd | adam (cuda only)
+    sparse_lr: float = 0.01
+    sparse_eps: float = 1e-8
+    dense: str = "adagrad"  # torch optimizer for dense params and data-parallel tables: adagrad | adam | sgd
+    dense_lr: float = 0.01
+    dense_eps: float = 1e-8
+    weight_decay: float = 0.0
+    arch_lr: float = 3e-4  # optimizer of architecture parameters (search stages of OptInter / OptFusion)
+    warmup_steps: int = 0  # linear warm-up of both learning rates
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/default"
+    epochs: int = 1
+    max_steps: Optional[int] = None  # stop after this many steps (None: the epochs)
+    val_every_steps: int = 0  # 0: validate once per epoch
+    log_every_steps: int = 50
+    pipeline: str = "sparse_dist"  # sparse_dist (TrainPipelineSparseDist) | base (TrainPipelineBase)
+    seed: int = 0
+    threads: Optional[int] = None  # torch intra-op threads per rank (None: cores / local ranks)
+    device: str = "auto"  # auto | cpu | cuda
+    checkpoint: bool = True  # write a checkpoint at the end
+    mixed_precision: str = "fp32"  # fp32 | bf16 (dense arch under autocast)
+
+
+@dataclass
+class JobConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd", "adam")
+DENSE_OPTIMIZERS = ("adagrad", "adam", "sgd")
+PIPELINES = ("sparse_dist", "base")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")
+
+
+def _merge(base: Any, layer: Any, source: str) -> Any:
+    try:
+        return OmegaConf.merge(base, layer)
+    except OmegaConfBaseException as e:
+        msg = str(e).split("\n")[0]
+        key = getattr(e, "full_key", None)
+        raise ConfigError(f"{source}: {msg}" + (f" (key: {key})" if key else "")) from None
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> JobConfig:
+    """Schema defaults <- YAML file <- `section.key=value` overrides, then `validate`."""
+    cfg = OmegaConf.structured(JobConfig)
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections (data, model, ...), got {type(raw).__name__}")
+        cfg = _merge(cfg, OmegaConf.create(raw), str(p))
+    for ov in overrides:
+        if "=" not in ov:
+            raise ConfigError(f"override {ov!r}: expected section.key=value, e.g. train.max_steps=100")
+        try:
+            layer = OmegaConf.from_dotlist([ov])
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"override {ov!r}: {e}") from None
+        cfg = _merge(cfg, layer, f"override {ov!r}")
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{path or 'config'}: required key(s) not set: {', '.join(missing)}")
+    job: JobConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    validate(job, source=str(path or "config"))
+    return job
+
+
+def _choice(value: str, choices: Sequence[str], key: str, source: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{source}: {key}={value!r} is not one of {', '.join(choices)}")
+
+
+def _positive(value: Optional[float], key: str, source: str, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{source}: {key}={value} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def validate(cfg: JobConfig, source: str = "config") -> None:
+    """Checks the meaning of values; types and key names were already checked by the schema."""
+    from recsys_dist.models.registry import validate_arch_args  # late: models import torch
+
+    _choice(cfg.optim.sparse, SPARSE_OPTIMIZERS, "optim.sparse", source)
+    _choice(cfg.optim.dense, DENSE_OPTIMIZERS, "optim.dense", source)
+    _choice(cfg.train.pipeline, PIPELINES, "train.pipeline", source)
+    _choice(cfg.train.device, DEVICES, "train.device", source)
+    _choice(cfg.train.mixed_precision, PRECISIONS, "train.mixed_precision", source)
+    for key in ("data.batch_size", "data.eval_batch_size", "model.embedding_dim", "optim.sparse_lr",
+                "optim.dense_lr", "optim.arch_lr", "train.epochs", "data.shuffle_buffer_rows"):
+        sec, name = key.split(".")
+        _positive(getattr(getattr(cfg, sec), name), key, source)
+    for key in ("train.max_steps", "model.max_rows_per_table", "train.threads"):
+        sec, name = key.split(".")
+        _positive(getattr(getattr(cfg, sec), name), key, source)
+    for key in ("train.val_every_steps", "train.log_every_steps", "optim.warmup_steps", "optim.weight_decay",
+                "data.prefetch_batches"):
+        sec, name = key.split(".")
+        _positive(getattr(getattr(cfg, sec), name), key, source, allow_zero=True)
+    if cfg.sharding.sharding_types is not None:
+        from embedding_sharding.sharders import SHARDING_TYPES
+
+        for t in cfg.sharding.sharding_types:
+            _choice(t, SHARDING_TYPES, "sharding.sharding_types[]", source)
+    if cfg.sharding.plan is not None and not Path(cfg.sharding.plan).is_file():
+        raise ConfigError(f"{source}: sharding.plan={cfg.sharding.plan!r}: file not found")
+    if cfg.sharding.constraints is not None and not Path(cfg.sharding.constraints).is_file():
+        raise ConfigError(f"{source}: sharding.constraints={cfg.sharding.constraints!r}: file not found")
+    try:
+        validate_arch_args(cfg.model.arch, cfg.model.arch_args)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"{source}: model: {e.args[0] if e.args else e}") from None
+
+
+def to_dict(cfg: JobConfig) -> Dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: JobConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,56 @@
+"""The one dense-arch interface every CTR arch implements.
+
+    logits = arch(dense, embeddings)
+        dense:      [B, num_dense] float   (num_dense may be 0: then a [B, 0] tensor)
+        embeddings: [B, F, D]      pooled embeddings, F = len(inputs.feature_names), in that order
+        logits:     [B]
+
+The sparse arch (sharded EmbeddingBagCollection) produces `embeddings`; an arch never sees ids or tables, so
+the same arch trains unsharded, table-wise, row-wise, column-wise or data-parallel.
+Arches with a search stage keep architecture parameters apart (`architecture_parameters`); arches with an
+auxiliary loss (e.g. DynInt's orthogonal regularization) return it from `regularization_loss`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ArchInputs:
+    """What an arch is built for: the dense width, the sparse feature names (embedding order) and their dim."""
+
+    num_dense: int
+    feature_names: Sequence[str]
+    embedding_dim: int
+
+    @property
+    def num_sparse(self) -> int:
+        return len(self.feature_names)
+
+
+class DenseArch(nn.Module):
+    """Base class: subclasses implement `forward(dense [B, num_dense], embeddings [B, F, D]) -> logits [B]`."""
+
+    def __init__(self, inputs: ArchInputs) -> None:
+        super().__init__()
+        self.inputs = inputs
+
+    def forward(self, dense: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def architecture_parameters(self) -> List[nn.Parameter]:
+        """Parameters of a search stage (alpha, beta ...), trained by their own optimizer; [] for most arches."""
+        return []
+
+    def regularization_loss(self) -> Optional[torch.Tensor]:
+        """An auxiliary loss added to the BCE loss (already weighted), or None."""
+        return None
+
+    def model_parameters(self) -> List[nn.Parameter]:
+        arch_ids = {id(p) for p in self.architecture_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch_ids]

@@ -1,0 +1,74 @@
+"""The CTR model = SparseArch (tables, sharded by DMP) + a DenseArch (data-parallel), and its training wrapper."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from recsys_dist.models.arch import ArchInputs, DenseArch
+from recsys_dist.models.registry import build_arch
+from recsys_dist.models.sparse import SparseArch, TableSpec
+
+
+class CTRModel(nn.Module):
+    """logits [B] = dense_arch(dense [B, num_dense], sparse_arch(ids) [B, F, D])."""
+
+    def __init__(self, sparse_arch: SparseArch, dense_arch: DenseArch) -> None:
+        super().__init__()
+        self.sparse_arch = sparse_arch
+        self.dense_arch = dense_arch
+
+    def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        return self.dense_arch(dense, self.sparse_arch(sparse))
+
+
+def build_model(
+    tables: Sequence[TableSpec],
+    num_dense: int,
+    arch: str,
+    arch_args: dict,
+    sparse_device: torch.device | str = "meta",
+    dense_device: torch.device | str = "cpu",
+) -> CTRModel:
+    """Tables on `sparse_device` ("meta" for DMP to materialize its shards), dense arch on `dense_device`."""
+    sparse = SparseArch(tables, device=sparse_device)
+    inputs = ArchInputs(num_dense=num_dense, feature_names=tuple(sparse.feature_names),
+                        embedding_dim=sparse.embedding_dim)
+    dense = build_arch(arch, inputs, arch_args).to(dense_device)
+    return CTRModel(sparse, dense)
+
+
+class CTRTrainModel(nn.Module):
+    """batch -> (loss, (loss, logits, labels)): the shape TorchRec's train pipelines expect (as DLRMTrain).
+
+    The loss is the mean BCE over rows with weight > 0 plus the arch's regularization loss, if any.
+    `autocast_dtype` runs the dense arch under torch.autocast (bf16), embeddings stay fp32.
+    """
+
+    def __init__(self, model: CTRModel, autocast_dtype: Optional[torch.dtype] = None) -> None:
+        super().__init__()
+        self.model = model
+        self.autocast_dtype = autocast_dtype
+
+    def forward(self, batch) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        embeddings = self.model.sparse_arch(batch.sparse_features)
+        if self.autocast_dtype is not None:
+            with torch.autocast(device_type=batch.dense_features.device.type, dtype=self.autocast_dtype):
+                logits = self.model.dense_arch(batch.dense_features, embeddings)
+            logits = logits.float()
+        else:
+            logits = self.model.dense_arch(batch.dense_features, embeddings)
+        loss = weighted_bce(logits, batch.labels, batch.weights)
+        reg = self.model.dense_arch.regularization_loss()
+        if reg is not None:
+            loss = loss + reg
+        return loss, (loss.detach(), logits.detach(), batch.labels)
+
+
+@torch.fx.wrap
+def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    per_row = nn.functional.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none")
+    return (per_row * weights).sum() / weights.sum().clamp_min(1.0)
