@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
-from omegaconf import MISSING, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 
@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    dir: str = MISSING  # a prepared dataset: metadata.json + Parquet shards (`recsys-dist prepare`)
+    dir: str = "data/prepared"  # a prepared dataset: metadata.json + Parquet shards (`recsys-dist prepare`)
     batch_size: int = 2048  # global batch: each of W ranks reads batch_size / W rows per step
     eval_batch_size: int = 8192  # global batch for validation / test
     shuffle: bool = True
@@ -82,7 +82,60 @@ class TrainConfig:
 
 
 @dataclass
+class SynthConfig:
+    """`recsys-dist synth`: Criteo-format TSV with a planted, learnable signal (recsys_dist.data.synth)."""
+
+    out_dir: str = "data/raw"
+    layout: str = "terabyte"  # terabyte (day_0 .. day_{days-1}) | kaggle (one train.txt)
+    days: int = 3
+    rows_per_day: int = 100000
+    gzip: bool = False
+    seed: int = 0
+    vocab_sizes: Optional[List[int]] = None  # per categorical field (26); None: a built-in mix of sizes
+    zipf_exponent: float = 1.1
+    missing_rate: float = 0.02  # probability that a field is empty
+
+
+@dataclass
+class PrepareConfig:
+    """`recsys-dist prepare`: raw Criteo TSV (or .gz) -> Parquet shards + metadata.json (recsys_dist.data)."""
+
+    input: List[str] = field(default_factory=list)  # files or folders of raw day files / train.txt
+    out_dir: str = "data/prepared"
+    categorical: str = "hash"  # hash (id = value mod hash_cap) | vocab (min_count threshold, OOV id)
+    hash_cap: int = 40000000
+    min_count: int = 2
+    dense: str = "log"  # log (log(x+1), negatives clamped) | bucketize (floor(log(x)^2) for x > 2: categorical)
+    split: str = "auto"  # day (last day halves into val / test) | ratio | auto (day if several days)
+    val_ratio: float = 0.05
+    test_ratio: float = 0.05
+    seed: int = 0
+    rows_per_file: int = 1000000
+    strict: bool = False  # fail at the first bad row with file:line, instead of count + skip + report
+    workers: int = 0  # 0: one per core
+
+
+@dataclass
+class PlanConfig:
+    """`recsys-dist plan`: the topology to plan for (this machine or a hypothetical cluster)."""
+
+    world_size: Optional[int] = None  # None: the running job's world size (1 outside torchrun)
+    local_world_size: Optional[int] = None  # devices per node
+    device: str = "auto"  # auto | cpu | cuda
+    hbm_gib: Optional[float] = None  # per device; None: a default for the device
+    ddr_gib: Optional[float] = None  # per host
+    intra_node_bw_gbps: Optional[float] = None
+    inter_node_bw_gbps: Optional[float] = None
+    preset: Optional[str] = None  # a named model/dataset preset that needs no data on disk
+    out: Optional[str] = None  # plan file to write (JSON); reports beside it
+    formats: List[str] = field(default_factory=lambda: ["text"])  # text | markdown | json | html
+
+
+@dataclass
 class JobConfig:
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     sharding: ShardingConfig = field(default_factory=ShardingConfig)
