@@ -1,0 +1,36 @@
+"""Helpers shared by the subcommands: config from --config + flags + overrides, printing results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any, Dict, List, Sequence, Tuple
+
+from recsys_dist.config import JobConfig, load_config
+
+
+def config_from_args(args: argparse.Namespace, flag_keys: Sequence[Tuple[str, str]] = ()) -> JobConfig:
+    """--config FILE, then shortcut flags (attr -> config key) when given, then explicit overrides (last wins)."""
+    overrides: List[str] = []
+    for attr, key in flag_keys:
+        value = getattr(args, attr, None)
+        if value is not None:
+            overrides.append(f"{key}={_literal(value)}")
+    return load_config(args.config, overrides + list(args.overrides))
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_literal(v) for v in value) + "]"
+    return str(value)
+
+
+def is_rank0() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def print_json(d: Dict[str, Any]) -> None:
+    print(json.dumps(d, indent=2, default=str))

@@ -1,0 +1,32 @@
+"""Train a CTR model: sharded embedding tables (TorchRec planner + DMP, fused FBGEMM optimizer), data-parallel
+dense arch, TorchRec's TrainPipelineSparseDist, periodic validation, final test AUC / logloss, a checkpoint.
+
+One process:            recsys-dist train --config configs/dlrm_synthetic.yaml train.max_steps=100
+Each rank of torchrun:  torchrun --standalone --nproc_per_node 2 -m recsys_dist.cli train --config ...
+torchx:                 see launch/ and docs/launch.md
+The run folder (train.out_dir) receives config.yaml, plan.json, metrics.jsonl, result.json and checkpoint/.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from recsys_dist.cli.common import config_from_args, is_rank0, print_json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="prepared dataset folder (data.dir)")
+    p.add_argument("--out", help="run folder (train.out_dir)")
+    p.add_argument("--plan", help="a plan file from `recsys-dist plan` (sharding.plan): train on exactly it")
+    p.add_argument("--max-steps", type=int, help="train.max_steps")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args, [("data", "data.dir"), ("out", "train.out_dir"), ("plan", "sharding.plan"),
+                                  ("max_steps", "train.max_steps")])
+    from recsys_dist.train import train  # heavy imports after the config is known to be good
+
+    result = train(cfg)
+    if is_rank0():
+        print_json(result)
+    return 0

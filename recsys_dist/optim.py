@@ -1,0 +1,62 @@
+"""Optimizers: the fused FBGEMM optimizer of sharded tables, a torch optimizer for dense params (and for
+data-parallel tables, which are never fused), and one for architecture parameters of search stages."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List
+
+import torch
+from fbgemm_gpu.split_embedding_configs import EmbOptimType
+from torch import nn
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+
+from recsys_dist.config import ConfigError, OptimConfig
+
+FUSED = {
+    "rowwise_adagrad": EmbOptimType.EXACT_ROWWISE_ADAGRAD,
+    "adagrad": EmbOptimType.EXACT_ADAGRAD,
+    "sgd": EmbOptimType.EXACT_SGD,
+    "adam": EmbOptimType.ADAM,
+}
+
+
+def fused_params(cfg: OptimConfig, device_type: str) -> Dict[str, Any]:
+    """FBGEMM TBE parameters for the sharder; refuses what FBGEMM refuses on this device, before any work."""
+    if cfg.sparse == "adam" and device_type != "cuda":
+        raise ConfigError(
+            "optim.sparse=adam: FBGEMM's fused Adam is CUDA-only ('not supported in CPU mode'); "
+            "use rowwise_adagrad, adagrad or sgd on CPU"
+        )
+    params: Dict[str, Any] = {"optimizer": FUSED[cfg.sparse], "learning_rate": cfg.sparse_lr}
+    if cfg.sparse in ("rowwise_adagrad", "adagrad", "adam"):
+        params["eps"] = cfg.sparse_eps
+    if cfg.weight_decay and cfg.sparse != "sgd":
+        params["weight_decay"] = cfg.weight_decay
+    return params
+
+
+def _torch_optimizer(name: str, params: List[nn.Parameter], lr: float, eps: float, wd: float) -> torch.optim.Optimizer:
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, eps=eps, weight_decay=wd)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, eps=eps, weight_decay=wd)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=wd)
+    raise ConfigError(f"unknown dense optimizer {name!r}")
+
+
+def build_optimizer(model: nn.Module, arch_params: Iterable[nn.Parameter], cfg: OptimConfig) -> CombinedOptimizer:
+    """CombinedOptimizer of: the fused table optimizer (model.fused_optimizer), a dense one over every other
+    parameter except architecture params, and (if any) an Adam over the architecture params with arch_lr."""
+    arch_ids = {id(p) for p in arch_params}
+    named = dict(in_backward_optimizer_filter(model.named_parameters()))
+    dense = {n: p for n, p in named.items() if id(p) not in arch_ids}
+    arch = {n: p for n, p in named.items() if id(p) in arch_ids}
+    parts: List[Any] = [model.fused_optimizer]
+    parts.append(("dense", KeyedOptimizerWrapper(
+        dense, lambda ps: _torch_optimizer(cfg.dense, list(ps), cfg.dense_lr, cfg.dense_eps, cfg.weight_decay))))
+    if arch:
+        parts.append(("arch", KeyedOptimizerWrapper(
+            arch, lambda ps: torch.optim.Adam(list(ps), lr=cfg.arch_lr, betas=(0.5, 0.999)))))
+    return CombinedOptimizer(parts)
