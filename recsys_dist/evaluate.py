@@ -1,0 +1,26 @@
+"""Evaluate a checkpoint: AUC / logloss on a split, on any world size (the checkpoint is resharded on load)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict
+
+from recsys_dist.config import ConfigError, JobConfig
+from recsys_dist.dist_env import init_distributed, set_threads
+from recsys_dist.job import build_sharded_model, load_checkpoint
+
+
+def evaluate(cfg: JobConfig, checkpoint: str | Path, split: str = "test") -> Dict[str, Any]:
+    ckpt = Path(checkpoint)
+    if not ckpt.is_dir():
+        raise ConfigError(f"checkpoint {ckpt}: not found (expected the checkpoint/ folder of a train run)")
+    env = init_distributed(cfg.train.device)
+    set_threads(cfg.train.threads, env.local_world_size)
+    cfg.sharding.plan = None  # the plan of the training run may be for another world size: plan afresh
+    built = build_sharded_model(cfg, env)
+    info = load_checkpoint(built, ckpt)
+    from recsys_dist.train import evaluate_split
+
+    metrics = evaluate_split(built, cfg, env, split)
+    return {"split": split, "checkpoint": str(ckpt), "step": info.get("step"), "world_size": env.world_size,
+            **metrics}
