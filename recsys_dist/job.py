@@ -121,7 +121,10 @@ def write_run_files(cfg: JobConfig, built: BuiltModel, out: Path) -> None:
     (out / "config.yaml").write_text(to_yaml(cfg))
     from embedding_sharding.plan_file import save_plan
 
-    save_plan(built.plan, out / "plan.json", context={"source": "train", "world_size": built.dmp._env.world_size})
+    env = built.dmp._env
+    tables = {t.table_name: {"rows": t.num_embeddings, "dim": t.embedding_dim} for t in built.features.tables}
+    save_plan(built.plan, out / "plan.json",
+              context={"source": "train", "world_size": env.world_size, "tables": tables})
 
 
 def save_checkpoint(built: BuiltModel, path: Path, extra: Optional[Dict[str, Any]] = None) -> None:
