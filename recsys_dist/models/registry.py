@@ -10,6 +10,9 @@ from recsys_dist.models.arch import ArchInputs, DenseArch
 
 ARCHES: Dict[str, str] = {
     "dlrm": "recsys_dist.models.dlrm:DLRMArch",
+    "xdeepint": "recsys_dist.models.pin:XDeepIntArch",
+    "dynint": "recsys_dist.models.dynint:DynIntArch",
+    "deepmr": "recsys_dist.models.deepmr:DeepMRArch",
 }
 
 

@@ -1,0 +1,127 @@
+"""DeepMR (eq. 1-10): ReZero blocks, the attention branch, the beta mixture."""
+
+import math
+
+import pytest
+import torch
+
+from recsys_dist.models.arch import ArchInputs
+from recsys_dist.models.deepmr import DeepMRArch, ReZeroDNN, ReZeroSelfAttention
+from recsys_dist.models.registry import build_arch
+
+B, N, D = 4, 3, 8
+
+
+def _inputs(num_dense=0):
+    return ArchInputs(num_dense, tuple(f"C{i}" for i in range(N)), D)
+
+
+def _arch(**kw):
+    torch.manual_seed(0)
+    return DeepMRArch(_inputs(kw.pop("num_dense", 0)), **kw).double()
+
+
+def _emb(seed=1):
+    return torch.randn(B, N, D, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_rezero_dnn_is_the_projection_at_init_and_follows_eq_4():
+    torch.manual_seed(0)
+    dnn = ReZeroDNN(N * D, 6, num_layers=2).double()
+    x = _emb().flatten(1)
+    torch.testing.assert_close(dnn(x), dnn.project(x))  # every ReZero layer is the identity at alpha = 0
+    with torch.no_grad():
+        dnn.alpha.copy_(torch.tensor([0.5, -2.0]))
+    h = dnn.project(x)
+    for j, layer in enumerate(dnn.layers):  # l_{j+1} = l_j + alpha_j ReLU(l_j W_j + b_j)
+        h = h + dnn.alpha[j] * torch.relu(h @ layer.weight.t() + layer.bias)
+    torch.testing.assert_close(dnn(x), h)
+
+
+def _attention_by_hand(block, e, heads):
+    wq, wk, wv = block.qkv.weight.chunk(3, dim=0)  # each [d_o, D]
+    d_h = wq.shape[0] // heads
+    out = torch.zeros(e.shape[0], e.shape[1], wq.shape[0], dtype=e.dtype)
+    for b in range(e.shape[0]):
+        for h in range(heads):
+            rows = slice(h * d_h, (h + 1) * d_h)
+            q, k, v = e[b] @ wq[rows].t(), e[b] @ wk[rows].t(), e[b] @ wv[rows].t()
+            out[b, :, rows] = torch.softmax(q @ k.t() / math.sqrt(d_h), dim=-1) @ v  # eq. 6, concat eq. 7
+    return out
+
+
+@pytest.mark.parametrize("residual", ["mul", "add"])
+def test_rezero_attention_is_identity_at_init_and_follows_eq_6_to_8(residual):
+    torch.manual_seed(0)
+    block = ReZeroSelfAttention(D, D, num_heads=2, residual=residual).double()
+    e = _emb()
+    block(e)
+    torch.testing.assert_close(block.last_residual, e)  # alpha_SA = 0: Z = E
+    with torch.no_grad():
+        block.alpha.fill_(0.7)
+    out = block(e)
+    sa = _attention_by_hand(block, e, heads=2)
+    z = e + 0.7 * (sa * e if residual == "mul" else sa)
+    torch.testing.assert_close(block.last_residual, z)
+    ffn = torch.nn.functional.leaky_relu(z @ block.ffn1.weight.t() + block.ffn1.bias, 0.01)
+    torch.testing.assert_close(out, ffn @ block.ffn2.weight.t() + block.ffn2.bias)  # eq. 8
+
+
+def test_beta_zero_and_one_reduce_to_one_branch():
+    e = _emb()
+    for beta, kept in ((0.0, 1), (1.0, 0)):
+        arch = _arch(width=8, num_heads=2, beta=beta)
+        o_sa, o_dnn = arch.branches(torch.zeros(B, 0), e)
+        torch.testing.assert_close(arch(torch.zeros(B, 0), e), (o_sa, o_dnn)[kept].sum(-1))
+        dropped = arch.attention if beta == 0.0 else arch.dnn  # the other branch's weights do not matter
+        with torch.no_grad():
+            for p in dropped.parameters():
+                p.add_(torch.randn_like(p))
+        torch.testing.assert_close(arch(torch.zeros(B, 0), e), (o_sa, o_dnn)[kept].sum(-1))
+
+
+def test_beta_mixture_eq_9_10_and_positional_encoding_eq_1():
+    arch = _arch(width=8, num_heads=2, beta=0.3)
+    e = _emb()
+    o_sa, o_dnn = arch.branches(torch.zeros(B, 0), e)
+    torch.testing.assert_close(arch(torch.zeros(B, 0), e), (0.3 * o_sa + 0.7 * o_dnn).sum(-1))
+    # the DNN branch at init is the projection of the flattened e + P
+    torch.testing.assert_close(o_dnn, arch.dnn.project((e + arch.position).flatten(1)))
+
+
+def test_wider_branches_project_the_attention_residual():
+    arch = _arch(width=12, num_heads=3, num_attention_layers=2)
+    e = _emb()
+    arch(torch.zeros(B, 0), e)
+    first = arch.attention[0]
+    torch.testing.assert_close(first.last_residual, first.res(e + arch.position))
+    assert arch.attention[1].res is None  # second block is already d_o wide
+
+
+@pytest.mark.parametrize("learn_beta", [False, True])
+def test_shape_and_gradients_reach_every_parameter(learn_beta):
+    arch = _arch(width=8, num_heads=2, num_dnn_layers=2, num_dense=2, learn_beta=learn_beta)
+    assert isinstance(arch.beta, torch.nn.Parameter) == learn_beta
+    with torch.no_grad():  # ReZero alphas start at 0, which blocks the gradient of the layers they scale
+        arch.dnn.alpha.fill_(0.5)
+        for block in arch.attention:
+            block.alpha.fill_(0.5)
+    out = arch(torch.rand(B, 2, dtype=torch.float64), _emb())
+    assert out.shape == (B,)
+    out.sum().backward()
+    for name, p in arch.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_alphas_receive_gradient_at_init():
+    arch = _arch(width=8, num_heads=2)
+    arch(torch.zeros(B, 0), _emb()).sum().backward()
+    assert arch.dnn.alpha.grad.abs().sum() > 0 and arch.attention[0].alpha.grad.abs() > 0
+
+
+def test_registry_and_bad_arguments():
+    assert isinstance(build_arch("deepmr", _inputs(), {"width": 8, "num_heads": 4}), DeepMRArch)
+    with pytest.raises(ValueError, match="multiple of num_heads"):
+        DeepMRArch(_inputs(), width=10, num_heads=4)
+    with pytest.raises(ValueError, match="attention_residual must be 'mul' or 'add'"):
+        DeepMRArch(_inputs(), attention_residual="cat")
