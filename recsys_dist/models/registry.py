@@ -10,6 +10,12 @@ from recsys_dist.models.arch import ArchInputs, DenseArch
 
 ARCHES: Dict[str, str] = {
     "dlrm": "recsys_dist.models.dlrm:DLRMArch",
+    "dcn": "recsys_dist.models.dcn:DCNArch",
+    "dcnv2": "recsys_dist.models.dcnv2:DCNv2Arch",
+    "ipnn": "recsys_dist.models.ipnn:IPNNArch",
+    "deepfm": "recsys_dist.models.deepfm:DeepFMArch",
+    "xdeepfm": "recsys_dist.models.xdeepfm:XDeepFMArch",
+    "autoint": "recsys_dist.models.autoint:AutoIntArch",
     "xdeepint": "recsys_dist.models.pin:XDeepIntArch",
     "dynint": "recsys_dist.models.dynint:DynIntArch",
     "deepmr": "recsys_dist.models.deepmr:DeepMRArch",
