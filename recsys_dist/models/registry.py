@@ -16,6 +16,7 @@ ARCHES: Dict[str, str] = {
     "deepfm": "recsys_dist.models.deepfm:DeepFMArch",
     "xdeepfm": "recsys_dist.models.xdeepfm:XDeepFMArch",
     "autoint": "recsys_dist.models.autoint:AutoIntArch",
+    "optfusion": "recsys_dist.models.optfusion:OptFusionArch",
     "xdeepint": "recsys_dist.models.pin:XDeepIntArch",
     "dynint": "recsys_dist.models.dynint:DynIntArch",
     "deepmr": "recsys_dist.models.deepmr:DeepMRArch",
