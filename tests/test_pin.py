@@ -129,3 +129,17 @@ def test_registry_and_bad_arguments():
         validate_arch_args("xdeepint", {"num_heads": 2})
     with pytest.raises(ValueError, match="divisor of the embedding dim 6"):
         XDeepIntArch(_inputs(), num_subspaces=4)
+
+
+@pytest.mark.parametrize("arch", ["xdeepint", "dynint", "deepmr"])
+@pytest.mark.parametrize("dataset", ["criteo_kaggle", "criteo_terabyte"])
+def test_presets_load_and_build_on_bucketized_criteo(arch, dataset):
+    from pathlib import Path
+
+    from recsys_dist.config import load_config
+
+    cfg = load_config(Path(__file__).parent.parent / "configs" / f"{arch}_{dataset}.yaml")
+    assert cfg.model.arch == arch and cfg.prepare.dense == "bucketize" and cfg.model.embedding_dim == 16
+    fields = ArchInputs(0, tuple(f"I{i}" for i in range(1, 14)) + tuple(f"C{i}" for i in range(1, 27)), 16)
+    model = build_arch(arch, fields, cfg.model.arch_args)  # I1..I13 arrive as 13 more sparse fields
+    assert model(torch.zeros(2, 0), torch.rand(2, 39, 16)).shape == (2,)
