@@ -183,7 +183,7 @@ def test_dag_reduces_to_stacked_dcn():
     stacked = {("E", "S0"), ("S0", "D1"), ("D1", "D2"), ("D2", "D3"), ("D3", "O")}
     _set_design(arch, stacked, {"O": "PROD"})  # one input each: any op but CONCAT is the identity
     dense, emb = _batch(inputs)
-    x0 = torch.cat([emb, arch.dense_embedding(dense)], 1).flatten(1)
+    x0 = arch.fields(dense, emb).flatten(1)
     d = x0.shape[1]
     cross = VectorCrossNet(d, 1).double()  # DCN: a cross network (S0) then the deep network on top of it
     cross.kernels[0].data.copy_(arch.cross["S0"].weight.view(d, 1))
@@ -199,7 +199,7 @@ def test_dag_reduces_to_parallel_dcn():
                 ("C3", "O"), ("D3", "O")}
     _set_design(arch, parallel, {"O": "CONCAT"})
     dense, emb = _batch(inputs, seed=1)
-    x0 = torch.cat([emb, arch.dense_embedding(dense)], 1).flatten(1)
+    x0 = arch.fields(dense, emb).flatten(1)
     d = x0.shape[1]
     cross = VectorCrossNet(d, 3).double()  # DCN (Wang et al. 2017): 3 cross layers || 3 deep layers -> logit
     for layer, c in enumerate(["C1", "C2", "C3"]):
@@ -313,13 +313,6 @@ def test_retrain_shape_and_gradients_reach_every_parameter(mode):
     assert [n for n, p in arch.named_parameters() if p.grad is None] == []
     ops = {len(f.ops) for f in arch.fusion.values()}
     assert ops == ({1} if mode == "hard" else {len(OPS)})
-
-
-def test_fx_traceable():
-    arch = _search_arch(n=2).float()
-    gm = torch.fx.symbolic_trace(arch)
-    dense, emb = (t.float() for t in _batch(arch.inputs))
-    assert torch.allclose(gm(dense, emb), arch(dense, emb))
 
 
 # ---- configuration and errors ----

@@ -7,8 +7,8 @@ component j fuses its connected inputs (eq. 6, 13):
     e^_j = sum_{o in O} p_j^o o({S(alpha_ij) e_i}),      p_j^o = exp(beta_j^o) / sum_o' exp(beta_j^o')   (eq. 12)
 
 with S the straight-through unit step (eq. 9-11): S(a) = 1 if a > 0 else 0 forward, dS/da = 1 backward, and
-the operations ADD, PROD, CONCAT, ATT of Table 1 (`fusion_ops`). E's output is x_0 = [e_1 || ... || e_F'] (the
-sparse embeddings plus one field per numeric feature, d = F' D); cross components compute f(x_0, e^_j)
+the operations ADD, PROD, CONCAT, ATT of Table 1 (`fusion_ops`). E's output is x_0 = [e_1 || ... || e_F'] (one
+field x_k v_k per numeric feature, then the sparse embeddings, d = F' D); cross components compute f(x_0, e^_j)
 (CrossNet, CrossNetV2 or CIN, Table 6), deep components ReLU(W e^_j + b), and O the logit w^T e^_O + b.
 
 Two stages (Algorithm 1):
@@ -48,7 +48,8 @@ from torch import nn
 
 from recsys_dist.models.arch import ArchInputs, DenseArch
 from recsys_dist.models.fusion_ops import MixedFusion
-from recsys_dist.models.optfusion_components import DeepComponent, DenseFieldEmbedding, make_cross_component
+from recsys_dist.models.numeric_fields import NumericFields
+from recsys_dist.models.optfusion_components import DeepComponent, make_cross_component
 from recsys_dist.models.optfusion_dag import CROSS_TYPES, OPS, FusionArchitecture, FusionSpace, edge_key
 
 
@@ -65,7 +66,6 @@ class UnitStepSTE(torch.autograd.Function):
         return grad
 
 
-@torch.fx.wrap
 def unit_step_ste(x: torch.Tensor) -> torch.Tensor:
     return UnitStepSTE.apply(x)
 
@@ -115,7 +115,7 @@ class OptFusionArch(DenseArch):
             raise ValueError(f"optfusion: cross_type {cross_type!r} is not one of {', '.join(CROSS_TYPES)}")
         self.n, self.cross_type, self.mode = n, cross_type, mode
 
-        self.dense_embedding = DenseFieldEmbedding(inputs.num_dense, self.field_dim) if inputs.num_dense else None
+        self.fields = NumericFields(inputs.num_dense, self.field_dim)  # numeric features as extra fields
         # the components to run (topological order) and each one's inputs
         self._order: List[str] = [c for c in live if c != "E"]
         self._inputs: Dict[str, Tuple[str, ...]] = {
@@ -153,10 +153,7 @@ class OptFusionArch(DenseArch):
         return [self.alpha, self.beta] if self.searching else []
 
     def forward(self, dense: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-        fields = embeddings
-        if self.dense_embedding is not None:
-            fields = torch.cat([embeddings, self.dense_embedding(dense).to(embeddings.dtype)], dim=1)
-        x0 = fields.flatten(1)  # the embedding component E: [B, d]
+        x0 = self.fields(dense, embeddings).flatten(1)  # the embedding component E: [B, d]
         outs: Dict[str, torch.Tensor] = {"E": x0}
         if self.searching:
             mask = unit_step_ste(self.alpha)  # c(G_i, G_j) per valid edge, eq. 9-11

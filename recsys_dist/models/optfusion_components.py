@@ -1,4 +1,4 @@
-"""The components of OptFusion's DAG: cross components (three types, Table 6), deep components, dense-field embedding.
+"""The components of OptFusion's DAG: cross components (three types, Table 6) and deep components.
 
 Every component maps its fused input x_l [B, d] to an output [B, d], d = F' * D (F' fields of dim D), so that any
 component's output can feed any higher-level component. Cross components also read x_0 = the embedding
@@ -115,19 +115,3 @@ class DeepComponent(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(x)
 
-
-class DenseFieldEmbedding(nn.Module):
-    """Numeric features as extra fields (as AutoInt does): e_k = x_k v_k + b_k, one D-vector field per feature.
-
-    Args:
-        num_dense: number of numeric features (0 allowed: an empty [B, 0, D]). dim: D.
-    forward(dense [B, num_dense]) -> [B, num_dense, D]
-    """
-
-    def __init__(self, num_dense: int, dim: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(num_dense, dim) * 0.01)
-        self.bias = nn.Parameter(torch.zeros(num_dense, dim))
-
-    def forward(self, dense: torch.Tensor) -> torch.Tensor:
-        return dense.unsqueeze(-1) * self.weight + self.bias
