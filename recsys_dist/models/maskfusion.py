@@ -215,3 +215,31 @@ def extra_parameters(arch: str, inputs: Any, arch_args: Mapping[str, Any], mask_
     return {"embedding": embedding, "base_dense": base, "maskfusion_dense": fused, "extra": fused - base,
             "extra_fraction": (fused - base) / (embedding + base)}
 
+
+
+def criteo_report(dataset: str = "kaggle", embedding_dim: int = 16) -> str:
+    """A markdown table of `extra_parameters` for the seven arches with their Criteo presets (configs/)."""
+    from recsys_dist.config import load_config  # late: config imports the registry
+    from recsys_dist.data.criteo_schema import CATEGORICAL_NAMES, KAGGLE_ROWS, NUM_DENSE, TERABYTE_MLPERF_ROWS
+    from recsys_dist.models.arch import ArchInputs
+
+    rows = sum(KAGGLE_ROWS if dataset == "kaggle" else TERABYTE_MLPERF_ROWS)
+    inputs = ArchInputs(NUM_DENSE, CATEGORICAL_NAMES, embedding_dim)
+    lines = ["| arch | variant | base params (M) | MaskFusion adds | % of model |", "|---|---|---|---|---|"]
+    for arch in ("dlrm", "dcn", "dcnv2", "ipnn", "deepfm", "xdeepfm", "autoint"):
+        if arch == "dlrm":  # the MaskFusion preset: DLRM with Appendix A's widths
+            cfg = load_config(f"configs/maskfusion_criteo_{dataset}.yaml")
+        else:
+            cfg = load_config(f"configs/{arch}_criteo_{dataset}.yaml")
+        args = {k: v for k, v in cfg.model.arch_args.items() if k != "mask_fusion"}
+        for variant in ("fwmf", "dwmf"):
+            r = extra_parameters(arch, inputs, args, {"variant": variant, "generator": [512, 256]}, rows)
+            lines.append(f"| {arch} | {variant} | {(r['embedding'] + r['base_dense']) / 1e6:.2f} | "
+                         f"{r['extra'] / 1e6:.3f} M | {100 * r['extra_fraction']:.3f}% |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m recsys_dist.models.maskfusion [kaggle|terabyte]
+    import sys
+
+    print(criteo_report(sys.argv[1] if len(sys.argv) > 1 else "kaggle"))
