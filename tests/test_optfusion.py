@@ -319,6 +319,10 @@ def test_retrain_shape_and_gradients_reach_every_parameter(mode):
 def test_registry_and_clear_errors(tmp_path):
     arch = build_arch("optfusion", _inputs(), {"num_components": 2})
     assert isinstance(arch, OptFusionArch) and arch.n == 2
+    with pytest.raises(ValueError, match="num_components must be an integer >= 1, got 0"):
+        OptFusionArch(_inputs(), num_components=0)
+    with pytest.raises(ValueError, match="cross_type 'dcn' is not one of"):
+        OptFusionArch(_inputs(), cross_type="dcn")
     with pytest.raises(ValueError, match="mode .* is for retraining"):
         OptFusionArch(_inputs(), mode="hard")
     exported = _search_arch(n=2).export_architecture()

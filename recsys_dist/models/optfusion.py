@@ -93,7 +93,8 @@ class OptFusionArch(DenseArch):
         if self.searching:
             if mode is not None:
                 raise ValueError("optfusion: mode (soft|hard) is for retraining; set architecture too")
-            n, cross_type = num_components or 3, cross_type or "crossnet"
+            n = 3 if num_components is None else num_components
+            cross_type = cross_type or "crossnet"
             self.selected: Optional[FusionArchitecture] = None
             self.space = FusionSpace(n)
             live = self.space.components
