@@ -33,6 +33,8 @@ class DataConfig:
     seed: int = 0
     prefetch_batches: int = 4  # batches built ahead by the background reader thread
     cross_pairs: Optional[Any] = None  # OptInter: "all", a list of "Ci,Cj" pairs, or a searched-architecture JSON
+    cross_table_rows: int = 1000000  # per-pair cap: rows_i * rows_j ids exactly if it fits, else hashed into this
+    cross_min_count: int = 0  # > 1: crosses seen fewer times in train -> one OOV id per pair (OptInter: 20)
 
 
 @dataclass
@@ -78,6 +80,10 @@ class TrainConfig:
     threads: Optional[int] = None  # torch intra-op threads per rank (None: cores / local ranks)
     device: str = "auto"  # auto | cpu | cuda
     checkpoint: bool = True  # write a checkpoint at the end
+    checkpoint_every_steps: int = 0  # also every N steps to <out_dir>/checkpoints/step_N (0: only at the end)
+    keep_checkpoints: int = 2  # periodic checkpoints kept (the newest K; the final one is kept apart)
+    resume: str = "auto"  # auto: from the newest complete checkpoint in out_dir, if any | never | a folder
+    tensorboard: bool = True  # TensorBoard scalars in <out_dir>/tensorboard (rank 0)
     mixed_precision: str = "fp32"  # fp32 | bf16 (dense arch under autocast)
 
 
@@ -94,6 +100,11 @@ class SynthConfig:
     vocab_sizes: Optional[List[int]] = None  # per categorical field (26); None: a built-in mix of sizes
     zipf_exponent: float = 1.1
     missing_rate: float = 0.02  # probability that a field is empty
+    base_ctr: float = 0.25  # mean click probability (the bias is calibrated to it)
+    num_main_fields: int = 8  # categorical fields with a main effect w_f[v]
+    num_pairs: int = 6  # planted pairs (f, g) with a logit term <u_f[v_f], u_g[v_g]>
+    latent_dim: int = 4  # k of the planted pair factors
+    signal_scale: float = 1.0  # multiplies every planted effect (0: labels are pure noise)
 
 
 @dataclass
@@ -214,13 +225,15 @@ def validate(cfg: JobConfig, source: str = "config") -> None:
                 "optim.dense_lr", "optim.arch_lr", "train.epochs", "data.shuffle_buffer_rows"):
         sec, name = key.split(".")
         _positive(getattr(getattr(cfg, sec), name), key, source)
-    for key in ("train.max_steps", "model.max_rows_per_table", "train.threads"):
+    for key in ("train.max_steps", "model.max_rows_per_table", "train.threads", "train.keep_checkpoints"):
         sec, name = key.split(".")
         _positive(getattr(getattr(cfg, sec), name), key, source)
     for key in ("train.val_every_steps", "train.log_every_steps", "optim.warmup_steps", "optim.weight_decay",
-                "data.prefetch_batches"):
+                "data.prefetch_batches", "train.checkpoint_every_steps"):
         sec, name = key.split(".")
         _positive(getattr(getattr(cfg, sec), name), key, source, allow_zero=True)
+    if cfg.train.resume not in ("auto", "never") and not Path(cfg.train.resume).is_dir():
+        raise ConfigError(f"{source}: train.resume={cfg.train.resume!r}: expected auto, never or a checkpoint folder")
     if cfg.sharding.sharding_types is not None:
         from embedding_sharding.sharders import SHARDING_TYPES
 

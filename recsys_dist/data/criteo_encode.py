@@ -1,0 +1,167 @@
+"""Vectorized column encoders for Criteo ingest: hex parsing, hashing, vocabularies, dense transforms.
+
+Id layouts (what `prepare` writes into the int64 sparse columns):
+
+* hash (MLPerf DLRM):   id = int(hex, 16) mod hash_cap; empty -> 0.            num_embeddings = hash_cap
+* vocab (min_count m):  0 = empty, 1 = OOV (seen < m times in the train split, or never), 2.. = the kept values
+                        ordered by descending train count (ties: ascending value).    num_embeddings = 2 + kept
+* bucketize (I1..I13):  v = floor(ln(x)^2) if x > 2 else x (Criteo winners); v is clamped to >= BUCKET_LOW;
+                        id = v - BUCKET_LOW + 1; empty -> 0.                   num_embeddings = BUCKET_ROWS
+* log (dense I1..I13):  ln(1 + max(x, 0)) as float32; empty -> 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+BUCKET_LOW = -16  # values below this (never seen in Criteo, whose minimum is -3) share the first id
+BUCKET_HIGH = int(math.floor(math.log(2**63 - 1) ** 2))  # 1909: the bucket of the largest int64
+BUCKET_ROWS = BUCKET_HIGH - BUCKET_LOW + 2  # ids 0 (empty) .. BUCKET_HIGH - BUCKET_LOW + 1
+
+_NIBBLE = np.full(256, 255, dtype=np.uint8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _NIBBLE[_c] = _i
+for _i, _c in enumerate(b"ABCDEF"):
+    _NIBBLE[_c] = 10 + _i
+_POW16 = (16 ** np.arange(7, -1, -1, dtype=np.uint64)).astype(np.uint64)
+
+
+def _string_buffers(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
+    """(offsets [n+1] int64 relative to data, data uint8) of a pyarrow string array, zero-copy where possible."""
+    if arr.type == pa.large_string():
+        off = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset: arr.offset + len(arr) + 1]
+    else:
+        off = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset: arr.offset + len(arr) + 1]
+    data_buf = arr.buffers()[2]
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    return off.astype(np.int64), data
+
+
+def parse_hex8(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Criteo categorical column -> (values int64 [n], empty bool [n], bad bool [n]).
+
+    A value is 8 hex digits; an empty field (null or "") is legal; anything else is bad. No per-row Python.
+    """
+    n = len(arr)
+    off, data = _string_buffers(arr)
+    lengths = np.diff(off)
+    empty = lengths == 0
+    if arr.null_count:
+        empty |= arr.is_null().to_numpy(zero_copy_only=False)
+        lengths = np.where(empty, 0, lengths)
+    values = np.zeros(n, dtype=np.int64)
+    is8 = lengths == 8
+    bad = ~(is8 | empty)
+    if not is8.any():
+        return values, empty, bad
+    if not bad.any() and not arr.null_count:  # fast path: the value bytes are contiguous
+        digits = data[off[0]: off[-1]].reshape(-1, 8)
+    else:
+        digits = data[off[:-1][is8, None] + np.arange(8)]
+    nib = _NIBBLE[digits]
+    nonhex = (nib == 255).any(axis=1)
+    values[is8] = (nib.astype(np.uint64) @ _POW16).astype(np.int64)
+    if nonhex.any():
+        where = np.flatnonzero(is8)[nonhex]
+        bad[where] = True
+        values[where] = 0
+    return values, empty, bad
+
+
+def parse_int(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Criteo integer column (strings, empty fields read as null) -> (values int64 [n], empty bool [n], bad bool [n])."""
+    try:
+        ints = pc.cast(arr, pa.int64())
+        bad = np.zeros(len(arr), dtype=bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        ok = pc.match_substring_regex(arr, r"^[+-]?[0-9]{1,18}$")
+        bad = ~ok.to_numpy(zero_copy_only=False).astype(bool) & ~arr.is_null().to_numpy(zero_copy_only=False)
+        ints = pc.cast(pc.if_else(ok, arr, pa.scalar(None, pa.string())), pa.int64())
+    empty = ints.is_null().to_numpy(zero_copy_only=False) & ~bad
+    values = ints.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    return values, empty, bad
+
+
+def dense_log(values: np.ndarray) -> np.ndarray:
+    """ln(1 + max(x, 0)) as float32 (empty fields arrive here as 0)."""
+    return np.log1p(np.maximum(values, 0).astype(np.float64)).astype(np.float32)
+
+
+def bucketize(values: np.ndarray, empty: np.ndarray) -> np.ndarray:
+    """Criteo-winner bucket ids (see the module docstring for the layout)."""
+    x = values.astype(np.float64)
+    v = np.where(x > 2, np.floor(np.log(np.maximum(x, 1.0)) ** 2), x)
+    ids = np.maximum(v, BUCKET_LOW).astype(np.int64) - BUCKET_LOW + 1
+    return np.where(empty, 0, ids)
+
+
+class VocabCounter:
+    """Counts distinct values of one field with memory proportional to the number of distinct values.
+
+    Batches are reduced with np.unique and merged into a sorted (keys, counts) table whenever the pending part
+    outgrows the table (amortized O(N log N), no per-value Python).
+    """
+
+    def __init__(self) -> None:
+        self.keys = np.zeros(0, dtype=np.int64)
+        self.counts = np.zeros(0, dtype=np.int64)
+        self._pending: list = []
+        self._pending_size = 0
+
+    def add(self, values: np.ndarray) -> None:
+        if values.size == 0:
+            return
+        k, c = np.unique(values, return_counts=True)
+        self.add_counts(k, c.astype(np.int64))
+
+    def add_counts(self, keys: np.ndarray, counts: np.ndarray) -> None:
+        self._pending.append((keys, counts))
+        self._pending_size += keys.size
+        if self._pending_size > max(self.keys.size, 1 << 16):
+            self._merge()
+
+    def _merge(self) -> None:
+        if not self._pending:
+            return
+        keys = np.concatenate([self.keys] + [k for k, _ in self._pending])
+        counts = np.concatenate([self.counts] + [c for _, c in self._pending])
+        order = np.argsort(keys, kind="stable")
+        keys, counts = keys[order], counts[order]
+        start = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        self.keys, self.counts = keys[start], np.add.reduceat(counts, start)
+        self._pending, self._pending_size = [], 0
+
+    def result(self) -> Tuple[np.ndarray, np.ndarray]:
+        self._merge()
+        return self.keys, self.counts
+
+
+class Vocab:
+    """value -> id for one field (layout: 0 empty, 1 OOV, 2.. kept values by descending count)."""
+
+    EMPTY = 0
+    OOV = 1
+
+    def __init__(self, keys: np.ndarray, counts: np.ndarray, min_count: int) -> None:
+        keep = counts >= min_count
+        k, c = keys[keep], counts[keep]
+        rank = np.lexsort((k, -c))  # descending count, then ascending value
+        self.sorted_keys = k  # ascending (keys came sorted)
+        self.ids = np.empty(k.size, dtype=np.int64)
+        self.ids[rank] = np.arange(2, 2 + k.size, dtype=np.int64)
+
+    @property
+    def num_embeddings(self) -> int:
+        return 2 + self.sorted_keys.size
+
+    def encode(self, values: np.ndarray, empty: np.ndarray) -> np.ndarray:
+        if self.sorted_keys.size == 0:
+            return np.where(empty, self.EMPTY, self.OOV)
+        pos = np.minimum(np.searchsorted(self.sorted_keys, values), self.sorted_keys.size - 1)
+        found = self.sorted_keys[pos] == values
+        return np.where(empty, self.EMPTY, np.where(found, self.ids[pos], self.OOV))

@@ -1,0 +1,563 @@
+"""`recsys-dist prepare`: raw Criteo TSV (day_N / train.txt, optionally .gz) -> Parquet shards + metadata.json.
+
+    out_dir/metadata.json
+    out_dir/{train,val,test}/part-NNNNN.parquet   label int8, I1..I13 float32 (log) | int64 ids (bucketize),
+                                                  C1..C26 int64 ids in [0, num_embeddings)
+
+Streaming: each input file is read by pyarrow's CSV reader in blocks (memory bounded by block size, whatever the
+file size), parsed and encoded with vectorized numpy (criteo_encode), and written as row groups; files are processed
+by `workers` processes in parallel. The id layouts are in recsys_dist.data.criteo_encode.
+
+Splits: `day` (Terabyte): every day file but the last is train; the last day's first half of lines (by line
+number, ceil(L / 2)) is val, the rest test. `ratio`: each row goes to val / test / train with probabilities
+val_ratio / test_ratio / rest, from a generator seeded by (seed, file index): the same input and seed always give
+the same split. `auto`: day when there are >= 2 day files, else ratio.
+
+Bad rows (wrong column count, empty line, label not 0/1, a non-integer dense field, a categorical field that is
+not 8 hex digits, a truncated or corrupt gzip stream): by default each is counted, skipped and reported
+(file, line, reason; the first samples) in metadata.bad_rows and on stderr; with `strict` the first one raises
+PrepareError("file:line: reason"). Empty fields are legal. A truncated gzip keeps every complete line before the
+cut and reports the cut as one bad row at the line where the stream ends.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+import shutil
+import sys
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from recsys_dist.config import PrepareConfig
+from recsys_dist.data import criteo_encode as enc
+from recsys_dist.data.criteo_schema import CATEGORICAL_NAMES, COLUMNS, DENSE_NAMES, NUM_COLUMNS
+from recsys_dist.data.metadata import SPLITS, Metadata, SparseFeature, SplitInfo
+
+BLOCK_BYTES = 8 << 20  # CSV reader block (~55k Criteo rows): the unit of memory and of a Parquet row group
+MAX_SAMPLES = 20  # bad-row samples kept in metadata
+PARALLEL_MIN_BYTES = 64 << 20  # one worker process per this much input (up to `workers`)
+_DAY = re.compile(r"^day_(\d+)(\.gz)?$")
+_KAGGLE = re.compile(r"^train\.txt(\.gz)?$")
+
+
+class PrepareError(ValueError):
+    """Bad input for `prepare`: a missing file, bad options, or (strict mode) the first bad row, as file:line."""
+
+
+# -- inputs ---------------------------------------------------------------------------------------------------
+@dataclass
+class InputFile:
+    path: str
+    day: Optional[int]  # N of day_N, else None
+
+    @property
+    def gz(self) -> bool:
+        return self.path.endswith(".gz")
+
+
+def discover_inputs(inputs: List[str]) -> List[InputFile]:
+    """Files as given; a folder contributes its day_N[.gz] files (by N) or its train.txt[.gz]."""
+    if not inputs:
+        raise PrepareError("prepare.input is empty: give raw Criteo files or folders (day_N, train.txt, .gz)")
+    found: List[InputFile] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            kids = sorted(k for k in p.iterdir() if k.is_file() and (_DAY.match(k.name) or _KAGGLE.match(k.name)))
+            if not kids:
+                raise PrepareError(f"{p}: no day_N, day_N.gz, train.txt or train.txt.gz inside")
+            found += [InputFile(str(k), _day(k.name)) for k in kids]
+        elif p.is_file():
+            found.append(InputFile(str(p), _day(p.name)))
+        else:
+            raise PrepareError(f"{p}: no such file or folder")
+    days = [f.day for f in found if f.day is not None]
+    if len(days) != len(set(days)):
+        raise PrepareError(f"day files given twice (e.g. day_N and day_N.gz): {sorted(f.path for f in found)}")
+    if days and len(days) == len(found):
+        found.sort(key=lambda f: f.day)  # type: ignore[arg-type, return-value]
+    return found
+
+
+def _day(name: str) -> Optional[int]:
+    m = _DAY.match(name)
+    return int(m.group(1)) if m else None
+
+
+class _GzipReader(io.RawIOBase):
+    """A gzip stream (multi-member too) that stops cleanly at a truncated end and remembers why."""
+
+    def __init__(self, path: str) -> None:
+        self._f = open(path, "rb")
+        self._d = zlib.decompressobj(wbits=31)
+        self._buf = b""
+        self.problem: Optional[str] = None  # "truncated_gz" | "corrupt_gz"
+        self.detail = ""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._buf:
+            chunk = self._f.read(1 << 20)
+            if not chunk:
+                if not self._d.eof and self.problem is None:
+                    self.problem, self.detail = "truncated_gz", "gzip stream ends early (truncated file)"
+                return 0
+            try:
+                self._buf = self._d.decompress(chunk)
+                while self._d.eof and self._d.unused_data:  # next gzip member
+                    rest = self._d.unused_data
+                    self._d = zlib.decompressobj(wbits=31)
+                    self._buf += self._d.decompress(rest)
+            except zlib.error as e:
+                self.problem, self.detail = "corrupt_gz", f"gzip stream is corrupt ({e})"
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+def _open(path: str) -> Any:
+    return io.BufferedReader(_GzipReader(path), 1 << 20) if path.endswith(".gz") else open(path, "rb")
+
+
+def count_lines(path: str) -> int:
+    """Physical lines (a last line without newline counts), of the decompressed stream for .gz."""
+    n, last = 0, b"\n"
+    with _open(path) as f:
+        while chunk := f.read(16 << 20):
+            n += chunk.count(b"\n")
+            last = chunk[-1:]
+    return n + (last != b"\n")
+
+
+# -- bad rows -------------------------------------------------------------------------------------------------
+class BadRows:
+    """Counts by reason and the first samples; in strict mode, the first bad row (by line) becomes PrepareError."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.count = 0
+        self.by_reason: Dict[str, int] = {}
+        self.samples: List[Dict[str, Any]] = []
+        self._first: Optional[Tuple[int, str]] = None  # strict: (line, "file:line: reason") of the earliest
+
+    def add(self, file: str, line: int, kind: str, reason: str) -> None:
+        self.count += 1
+        self.by_reason[kind] = self.by_reason.get(kind, 0) + 1
+        if len(self.samples) < MAX_SAMPLES:
+            self.samples.append({"file": file, "line": int(line), "reason": reason})
+        if self.strict and (self._first is None or line < self._first[0]):
+            self._first = (int(line), f"{file}:{line}: {reason}")
+
+    def raise_strict(self, upto_line: float = math.inf) -> None:
+        """Strict mode: raise for the earliest bad row at or before `upto_line` (rows after it may come later)."""
+        if self._first is not None and self._first[0] <= upto_line:
+            raise PrepareError(self._first[1])
+
+    def merge(self, other: Dict[str, Any]) -> None:
+        self.count += other["count"]
+        for k, v in other["by_reason"].items():
+            self.by_reason[k] = self.by_reason.get(k, 0) + v
+        self.samples += other["samples"][: MAX_SAMPLES - len(self.samples)]
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"count": self.count, "by_reason": dict(sorted(self.by_reason.items())), "samples": self.samples}
+
+
+# -- one file -------------------------------------------------------------------------------------------------
+@dataclass
+class _Task:
+    index: int
+    path: str
+    mode: str  # "count" (vocab pass over train rows) | "write"
+    split: Tuple[Any, ...]  # ("all", name) | ("halves", last_val_line) | ("ratio", val, test, seed)
+    categorical: str
+    dense: str
+    hash_cap: int
+    strict: bool
+    out_dir: str = ""
+    rows_per_file: int = 1000000
+    vocab: Optional[List[enc.Vocab]] = None  # write mode with categorical=vocab: one per field
+
+
+@dataclass
+class _DenseStats:
+    n: int = 0
+    s: List[float] = field(default_factory=lambda: [0.0] * len(DENSE_NAMES))
+    ss: List[float] = field(default_factory=lambda: [0.0] * len(DENSE_NAMES))
+    lo: List[float] = field(default_factory=lambda: [math.inf] * len(DENSE_NAMES))
+    hi: List[float] = field(default_factory=lambda: [-math.inf] * len(DENSE_NAMES))
+    empty: List[int] = field(default_factory=lambda: [0] * len(DENSE_NAMES))
+
+
+def _reader(path: str, stream: Any, invalid: List[int], bad: BadRows) -> Iterator[pa.RecordBatch]:
+    def on_invalid(row: Any) -> str:
+        invalid.append(row.number)
+        text = row.text if len(row.text) <= 120 else row.text[:120] + "..."
+        bad.add(path, row.number, "column_count",
+                f"{row.actual_columns} tab-separated fields, expected {NUM_COLUMNS}: {text!r}")
+        return "skip"
+
+    return pacsv.open_csv(
+        stream,
+        read_options=pacsv.ReadOptions(column_names=list(COLUMNS), use_threads=False, block_size=BLOCK_BYTES),
+        parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False, escape_char=False,
+                                         newlines_in_values=False, ignore_empty_lines=False,
+                                         invalid_row_handler=on_invalid),
+        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in COLUMNS},
+                                             strings_can_be_null=True, null_values=[""],
+                                             quoted_strings_can_be_null=False),
+    )
+
+
+def _lines(valid_index: np.ndarray, invalid: np.ndarray) -> np.ndarray:
+    """Physical line (1-based) of the i-th parsed row, given the sorted line numbers of the skipped rows."""
+    c = invalid - np.arange(invalid.size)
+    return valid_index + 1 + np.searchsorted(c, valid_index + 1, side="right")
+
+
+def _first_bad(bad: List[Tuple[str, np.ndarray, str, Any]], n: int) -> Tuple[np.ndarray, List[Tuple[str, str]]]:
+    """Rows with any bad field, and (kind, reason) of each such row's first bad field."""
+    any_bad = np.zeros(n, dtype=bool)
+    reason: Dict[int, Tuple[str, str]] = {}
+    for kind, mask, name, col in bad:
+        for j in np.flatnonzero(mask & ~any_bad)[: MAX_SAMPLES + 1].tolist():
+            reason[j] = (kind, f"{name}={col[j].as_py()!r}: {_EXPECT[kind]}")
+        any_bad |= mask
+    rows = np.flatnonzero(any_bad)
+    return rows, [reason.get(int(j), ("?", "")) for j in rows]
+
+
+_EXPECT = {"label": "label must be 0 or 1", "dense_not_integer": "expected an integer or empty",
+           "categorical_not_hex": "expected 8 hex digits or empty"}
+
+
+def _process(task: _Task) -> Dict[str, Any]:
+    """Reads one raw file; in write mode writes its Parquet parts (temporary names), in count mode counts values."""
+    bad = BadRows(task.strict)
+    invalid: List[int] = []
+    counters = [enc.VocabCounter() for _ in CATEGORICAL_NAMES] if task.mode == "count" else None
+    stats = _DenseStats()
+    writers: Dict[str, Any] = {}
+    parts: List[Dict[str, Any]] = []
+    rng = np.random.default_rng([task.split[3], task.index]) if task.split[0] == "ratio" else None
+    seen = 0  # rows delivered by the reader so far (valid column count)
+    stream = _open(task.path)
+    try:
+        for batch in _reader(task.path, stream, invalid, bad):
+            n = batch.num_rows
+            inv = np.asarray(invalid, dtype=np.int64)
+            lines = _lines(np.arange(seen, seen + n), inv)
+            seen += n
+            split = _assign(task, rng, n, lines)
+            keep, cols = _encode_batch(task, batch, lines, bad)
+            bad.raise_strict(int(lines[-1]) if n else seen + len(invalid))
+            for name in SPLITS:
+                sel = keep & (split == SPLITS.index(name))
+                if not sel.any():
+                    continue
+                sub = {k: v[sel] for k, v in cols.items()}
+                if name == "train":
+                    _update_stats(stats, task, sub)
+                if counters is not None:
+                    if name == "train":
+                        for f, c in enumerate(counters):
+                            c.add(sub["_raw"][f][~sub["_empty"][f]])
+                    continue
+                _write(task, writers, parts, name, sub)
+    except OSError as e:  # an I/O error while reading: report it at the line reached, never crash mid-way
+        bad.add(task.path, seen + len(invalid) + 1, "read_error", f"read error: {e}")
+    finally:
+        problem = getattr(getattr(stream, "raw", None), "problem", None)
+        stream.close()
+        for w in writers.values():
+            w["writer"].close()
+    if problem is not None:
+        bad.add(task.path, seen + len(invalid) + 1, problem, stream.raw.detail)
+    bad.raise_strict()
+    out: Dict[str, Any] = {"index": task.index, "parts": parts, "bad": bad.as_dict(), "lines": seen + len(invalid),
+                           "stats": asdict(stats)}
+    if counters is not None:
+        out["counts"] = [c.result() for c in counters]
+    return out
+
+
+def _assign(task: _Task, rng: Optional[np.random.Generator], n: int, lines: np.ndarray) -> np.ndarray:
+    kind = task.split[0]
+    if kind == "all":
+        return np.full(n, SPLITS.index(task.split[1]), dtype=np.int8)
+    if kind == "halves":
+        return np.where(lines <= task.split[1], SPLITS.index("val"), SPLITS.index("test")).astype(np.int8)
+    u = rng.random(n)  # type: ignore[union-attr]
+    val, test = task.split[1], task.split[2]
+    return np.where(u < val, 1, np.where(u < val + test, 2, 0)).astype(np.int8)
+
+
+def _encode_batch(task: _Task, batch: pa.RecordBatch, lines: np.ndarray,
+                  bad: BadRows) -> Tuple[np.ndarray, Dict[str, Any]]:
+    n = batch.num_rows
+    checks: List[Tuple[str, np.ndarray, str, Any]] = []
+    lab = batch.column(0)
+    label = pc.fill_null(pc.equal(lab, "1"), False).to_numpy(zero_copy_only=False)
+    label_ok = label | pc.fill_null(pc.equal(lab, "0"), False).to_numpy(zero_copy_only=False)
+    checks.append(("label", ~label_ok, "label", lab))
+    dense = []
+    for i, name in enumerate(DENSE_NAMES):
+        col = batch.column(1 + i)
+        v, e, b = enc.parse_int(col)
+        dense.append((v, e))
+        checks.append(("dense_not_integer", b, name, col))
+    raw, empty = [], []
+    for i, name in enumerate(CATEGORICAL_NAMES):
+        col = batch.column(14 + i)
+        v, e, b = enc.parse_hex8(col)
+        raw.append(v)
+        empty.append(e)
+        checks.append(("categorical_not_hex", b, name, col))
+    rows, reasons = _first_bad(checks, n)
+    if rows.size:
+        all_empty = np.logical_and.reduce([batch.column(i).is_null().to_numpy(zero_copy_only=False)
+                                           for i in range(NUM_COLUMNS)])
+        for j, (kind, why) in zip(rows.tolist(), reasons):
+            if all_empty[j]:
+                kind, why = "empty_line", "empty line"
+            bad.add(task.path, int(lines[j]), kind, why)
+    keep = np.ones(n, dtype=bool)
+    keep[rows] = False
+    cols: Dict[str, Any] = {"label": label.astype(np.int8)}
+    if task.dense == "log":
+        for name, (v, e) in zip(DENSE_NAMES, dense):
+            cols[name] = enc.dense_log(v)
+            cols["_dempty_" + name] = e
+    else:
+        for name, (v, e) in zip(DENSE_NAMES, dense):
+            cols[name] = enc.bucketize(v, e)
+    if task.mode == "count":
+        cols["_raw"] = np.stack(raw)
+        cols["_empty"] = np.stack(empty)
+        return keep, {"_raw": _RowsView(cols["_raw"]), "_empty": _RowsView(cols["_empty"]),
+                      **{k: v for k, v in cols.items() if k not in ("_raw", "_empty")}}
+    for f, name in enumerate(CATEGORICAL_NAMES):
+        if task.categorical == "hash":
+            cols[name] = np.where(empty[f], 0, raw[f] % task.hash_cap)
+        else:
+            cols[name] = task.vocab[f].encode(raw[f], empty[f])  # type: ignore[index]
+    return keep, cols
+
+
+class _RowsView:
+    """A [F, n] array that row-selects along its second axis (so count mode shares the split loop)."""
+
+    def __init__(self, a: np.ndarray) -> None:
+        self.a = a
+
+    def __getitem__(self, sel: Any) -> Any:
+        return _RowsView(self.a[:, sel]) if not isinstance(sel, int) else self.a[sel]
+
+
+def _update_stats(st: _DenseStats, task: _Task, sub: Dict[str, Any]) -> None:
+    if task.dense != "log":
+        return
+    st.n += int(sub["label"].size)
+    for i, name in enumerate(DENSE_NAMES):
+        x = sub[name].astype(np.float64)
+        st.s[i] += float(x.sum())
+        st.ss[i] += float((x * x).sum())
+        st.lo[i] = min(st.lo[i], float(x.min()))
+        st.hi[i] = max(st.hi[i], float(x.max()))
+        st.empty[i] += int(sub["_dempty_" + name].sum())
+
+
+def _schema(dense: str) -> pa.Schema:
+    dense_type = pa.float32() if dense == "log" else pa.int64()
+    return pa.schema([("label", pa.int8())] + [(n, dense_type) for n in DENSE_NAMES]
+                     + [(n, pa.int64()) for n in CATEGORICAL_NAMES])
+
+
+def _write(task: _Task, writers: Dict[str, Any], parts: List[Dict[str, Any]], split: str,
+           sub: Dict[str, np.ndarray]) -> None:
+    schema = _schema(task.dense)
+    table = pa.Table.from_arrays([pa.array(sub[n], type=schema.field(n).type) for n in schema.names], schema=schema)
+    offset = 0
+    while offset < table.num_rows:
+        w = writers.get(split)
+        if w is None or w["rows"] >= task.rows_per_file:
+            if w is not None:
+                w["writer"].close()
+            k = sum(1 for p in parts if p["split"] == split)
+            path = Path(task.out_dir) / split / f".tmp-{task.index:05d}-{k:05d}.parquet"
+            w = writers[split] = {"writer": pq.ParquetWriter(str(path), schema), "rows": 0}
+            parts.append({"split": split, "path": str(path), "rows": 0, "positives": 0})
+        take = table.slice(offset, task.rows_per_file - w["rows"])
+        w["writer"].write_table(take)
+        w["rows"] += take.num_rows
+        part = [p for p in parts if p["split"] == split][-1]
+        part["rows"] += take.num_rows
+        part["positives"] += int(pc.sum(take.column("label")).as_py() or 0)
+        offset += take.num_rows
+
+
+# -- the whole job --------------------------------------------------------------------------------------------
+def _check(cfg: PrepareConfig) -> None:
+    for key, value, choices in (("categorical", cfg.categorical, ("hash", "vocab")),
+                                ("dense", cfg.dense, ("log", "bucketize")),
+                                ("split", cfg.split, ("auto", "day", "ratio"))):
+        if value not in choices:
+            raise PrepareError(f"prepare.{key}={value!r} is not one of {', '.join(choices)}")
+    if cfg.hash_cap < 1 or cfg.min_count < 1 or cfg.rows_per_file < 1 or cfg.workers < 0:
+        raise PrepareError("prepare: hash_cap, min_count and rows_per_file must be >= 1, workers >= 0")
+    if not (0 <= cfg.val_ratio < 1 and 0 <= cfg.test_ratio < 1 and cfg.val_ratio + cfg.test_ratio < 1):
+        raise PrepareError(f"prepare: val_ratio={cfg.val_ratio} and test_ratio={cfg.test_ratio} must be in "
+                           "[0, 1) with a sum < 1")
+
+
+def _run(tasks: List[_Task], workers: int, desc: str, progress: bool) -> List[Dict[str, Any]]:
+    sizes = [os.path.getsize(t.path) for t in tasks]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(sizes), unit="B", unit_scale=True, desc=desc, file=sys.stderr,
+                   disable=True if sum(sizes) < (32 << 20) else None)
+    results = []
+    n = min(workers, len(tasks), -(-sum(sizes) // PARALLEL_MIN_BYTES))  # spawning costs ~1 s: not for tiny inputs
+    if n <= 1:
+        it: Iterator[Dict[str, Any]] = map(_process, tasks)
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(n, mp_context=get_context("spawn"))
+        it = pool.map(_process, tasks)
+    try:
+        for r, size in zip(it, sizes):
+            results.append(r)
+            if bar is not None:
+                bar.update(size)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        if bar is not None:
+            bar.close()
+    return results
+
+
+def prepare_criteo(cfg: PrepareConfig, progress: bool = True) -> Metadata:
+    """Raw Criteo files -> `cfg.out_dir` (Parquet shards + metadata.json); returns the metadata."""
+    _check(cfg)
+    files = discover_inputs(list(cfg.input))
+    n_days = sum(f.day is not None for f in files)
+    split = cfg.split if cfg.split != "auto" else ("day" if n_days >= 2 and n_days == len(files) else "ratio")
+    if split == "day" and (n_days < 2 or n_days != len(files)):
+        raise PrepareError(f"prepare.split=day needs >= 2 day_N files and nothing else; got {[f.path for f in files]}")
+    workers = cfg.workers or os.cpu_count() or 1
+    out = Path(cfg.out_dir)
+    for s in SPLITS:
+        (out / s).mkdir(parents=True, exist_ok=True)
+        for old in list((out / s).glob("part-*.parquet")) + list((out / s).glob(".tmp-*.parquet")):
+            old.unlink()
+
+    specs: List[Tuple[Any, ...]] = []
+    split_detail: Dict[str, Any] = {"mode": split}
+    for i, f in enumerate(files):
+        if split == "ratio":
+            specs.append(("ratio", cfg.val_ratio, cfg.test_ratio, cfg.seed))
+        elif i < len(files) - 1:
+            specs.append(("all", "train"))
+        else:
+            lines = count_lines(f.path)
+            specs.append(("halves", (lines + 1) // 2))
+            split_detail.update(val_test_file=f.path, val_lines=f"1-{(lines + 1) // 2}",
+                                test_lines=f"{(lines + 1) // 2 + 1}-{lines}")
+
+    def task(i: int, mode: str, vocab: Any = None) -> _Task:
+        return _Task(i, files[i].path, mode, specs[i], cfg.categorical, cfg.dense, cfg.hash_cap, cfg.strict,
+                     str(out), cfg.rows_per_file, vocab)
+
+    vocabs: Optional[List[enc.Vocab]] = None
+    if cfg.categorical == "vocab":  # pass 1: counts over the train split
+        count_files = [i for i in range(len(files)) if specs[i][0] != "halves"]
+        counted = _run([task(i, "count") for i in count_files], workers, "prepare: vocab counts", progress)
+        vocabs = []
+        for f in range(len(CATEGORICAL_NAMES)):
+            total = enc.VocabCounter()
+            for r in counted:
+                total.add_counts(*r["counts"][f])
+            vocabs.append(enc.Vocab(*total.result(), min_count=cfg.min_count))
+    results = _run([task(i, "write", vocabs) for i in range(len(files))], workers, "prepare", progress)
+
+    bad = BadRows(strict=False)
+    stats = _DenseStats()
+    splits: Dict[str, SplitInfo] = {s: SplitInfo(files=[], rows=0, rows_per_file=[]) for s in SPLITS}
+    for r in results:  # in input order: part numbers follow the input files
+        bad.merge(r["bad"])
+        st = r["stats"]
+        stats.n += st["n"]
+        for i in range(len(DENSE_NAMES)):
+            stats.s[i] += st["s"][i]
+            stats.ss[i] += st["ss"][i]
+            stats.lo[i] = min(stats.lo[i], st["lo"][i])
+            stats.hi[i] = max(stats.hi[i], st["hi"][i])
+            stats.empty[i] += st["empty"][i]
+        for p in r["parts"]:
+            info = splits[p["split"]]
+            rel = f"{p['split']}/part-{len(info.files):05d}.parquet"
+            shutil.move(p["path"], out / rel)
+            info.files.append(rel)
+            info.rows_per_file.append(p["rows"])
+            info.rows += p["rows"]
+            info.positives += p["positives"]
+
+    sparse: List[SparseFeature] = []
+    if cfg.dense == "bucketize":
+        sparse += [SparseFeature(n, enc.BUCKET_ROWS, encoding="bucketize") for n in DENSE_NAMES]
+    for f, name in enumerate(CATEGORICAL_NAMES):
+        if vocabs is not None:
+            sparse.append(SparseFeature(name, vocabs[f].num_embeddings, encoding="vocab"))
+        else:
+            sparse.append(SparseFeature(name, cfg.hash_cap, encoding="hash"))
+    dense_stats: Dict[str, Dict[str, float]] = {}
+    if cfg.dense == "log" and stats.n:
+        for i, name in enumerate(DENSE_NAMES):
+            mean = stats.s[i] / stats.n
+            dense_stats[name] = {"mean": mean, "std": math.sqrt(max(stats.ss[i] / stats.n - mean * mean, 0.0)),
+                                 "min": stats.lo[i], "max": stats.hi[i], "empty_rate": stats.empty[i] / stats.n}
+    md = Metadata(
+        dense_features=list(DENSE_NAMES) if cfg.dense == "log" else [],
+        sparse_features=sparse,
+        splits=splits,
+        source={"format": "criteo_tsv", "inputs": [f.path for f in files], "categorical": cfg.categorical,
+                "hash_cap": cfg.hash_cap if cfg.categorical == "hash" else None,
+                "min_count": cfg.min_count if cfg.categorical == "vocab" else None,
+                "split": split_detail, "val_ratio": cfg.val_ratio, "test_ratio": cfg.test_ratio, "seed": cfg.seed,
+                "lines": sum(r["lines"] for r in results),
+                "bucket_low": enc.BUCKET_LOW if cfg.dense == "bucketize" else None},
+        dense_transform=cfg.dense,
+        dense_stats=dense_stats,
+        bad_rows=bad.as_dict(),
+    )
+    md.check(str(out / "metadata.json"))
+    md.save(out)
+    if bad.count:
+        print(f"prepare: skipped {bad.count} bad row(s) {bad.by_reason}; first:", file=sys.stderr)
+        for s in bad.samples[:5]:
+            print(f"  {s['file']}:{s['line']}: {s['reason']}", file=sys.stderr)
+    return md
