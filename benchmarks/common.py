@@ -1,0 +1,189 @@
+"""Shared pieces of the benchmarks: the foundation DLRM's settings, Criteo-like Parquet data written on the spot,
+multi-rank spawning (gloo on CPU, nccl on CUDA), alternating timing, and a machine line for the records.
+
+Every benchmark compares against its reference inside one run, alternating (ours, reference, ours, ...), and
+reports the median of the per-round ratios: the machine's load changes between runs, much less within a round.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# The foundation DLRM (issue 9): Criteo-Kaggle cardinalities capped at 1M, dim 64, bottom 512-256-64,
+# top 512-512-256-1, global batch 2048.
+CAP = 1_000_000
+DIM = 64
+BOTTOM = (512, 256, 64)
+TOP = (512, 512, 256, 1)
+GLOBAL_BATCH = 2048
+NUM_DENSE = 13
+
+
+def kaggle_rows(cap: int = CAP) -> List[int]:
+    from recsys_dist.data.criteo_schema import KAGGLE_ROWS
+
+    return [min(r, cap) for r in KAGGLE_ROWS]
+
+
+def machine() -> str:
+    """One line describing where the numbers were taken (CPU model, cores, torch, load average)."""
+    import torch
+
+    model = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{model}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}, "
+            f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+# -- data ---------------------------------------------------------------------------------------------------
+def write_criteo_like(root: Path, rows: int, cardinalities: Sequence[int], seed: int = 0,
+                      rows_per_file: int = 131072, row_group: int = 16384, splits: Sequence[str] = ("train",)):
+    """A prepared dataset (metadata.json + Parquet) with Criteo's columns: label, I1..I13 (uniform [0, 1), like
+    RandomRecDataset's dense), C1..C26 with ids uniform in [0, cardinality) (RandomRecDataset's distribution).
+    Every split gets `rows` rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from recsys_dist.data.criteo_schema import CATEGORICAL_NAMES, DENSE_NAMES
+    from recsys_dist.data.metadata import Metadata, SparseFeature, SplitInfo
+
+    rng = np.random.default_rng(seed)
+    sparse = [SparseFeature(n, int(c)) for n, c in zip(CATEGORICAL_NAMES, cardinalities)]
+    info = {}
+    for split in splits:
+        (root / split).mkdir(parents=True, exist_ok=True)
+        files, counts = [], []
+        for k, start in enumerate(range(0, rows, rows_per_file)):
+            m = min(rows_per_file, rows - start)
+            cols = {"label": pa.array(rng.integers(0, 2, m, dtype=np.int8))}
+            for n in DENSE_NAMES:
+                cols[n] = pa.array(rng.random(m, dtype=np.float32))
+            for f in sparse:
+                cols[f.name] = pa.array(rng.integers(0, f.num_embeddings, m, dtype=np.int64))
+            name = f"{split}/part-{k:05d}.parquet"
+            pq.write_table(pa.table(cols), root / name, row_group_size=row_group)
+            files.append(name)
+            counts.append(m)
+        info[split] = SplitInfo(files=files, rows=rows, rows_per_file=counts)
+    md = Metadata(dense_features=list(DENSE_NAMES), sparse_features=sparse, splits=info, dense_transform="none")
+    md.save(root)
+    return md
+
+
+def quiet() -> None:
+    """Warnings and TorchRec's planner / DDP chatter off: the benchmark's own lines are the output."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+
+
+# -- ranks --------------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _entry(rank: int, world: int, port: int, threads: int, fn: Callable, args: Sequence[Any], queue) -> None:
+    import torch
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world), OMP_NUM_THREADS=str(threads))
+    torch.set_num_threads(threads)
+    quiet()
+    try:
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(rank % torch.cuda.device_count())
+        dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
+        queue.put((rank, True, fn(rank, world, *args)))
+    except BaseException:
+        queue.put((rank, False, traceback.format_exc()))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run_ranks(fn: Callable, world: int, args: Sequence[Any] = (), threads: int = 1,
+              timeout: float = 3600) -> List[Any]:
+    """fn(rank, world, *args) on `world` fresh processes (torchrun-like env, `threads` intra-op threads each,
+    nccl when CUDA is visible, gloo otherwise); returns each rank's result. fn must be importable."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_entry, args=(r, world, port, threads, fn, args, queue)) for r in range(world)]
+    for p in procs:
+        p.start()
+    results: Dict[int, Any] = {}
+    errors = []
+    try:
+        for _ in range(world):
+            rank, ok, value = queue.get(timeout=timeout)
+            if ok:
+                results[rank] = value
+            else:
+                errors.append(f"rank {rank} failed:\n{value}")
+                break
+    finally:
+        for p in procs:
+            p.join(timeout=5 if errors else 120)
+            if p.is_alive():
+                p.kill()
+    if errors:
+        raise RuntimeError("\n".join(errors))
+    return [results[r] for r in range(world)]
+
+
+# -- timing -------------------------------------------------------------------------------------------------
+def alternate(runs: Dict[str, Callable[[], float]], rounds: int) -> Dict[str, List[float]]:
+    """Calls each run once per round, in the given order (ours, reference, ours, reference ...); each returns
+    the seconds it measured. Returns the per-round times of each."""
+    times: Dict[str, List[float]] = {k: [] for k in runs}
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            times[name].append(fn())
+    return times
+
+
+def paired_ratio(num: Sequence[float], den: Sequence[float]) -> Tuple[float, float, float]:
+    """Median, min and max of num[i] / den[i] over rounds (each pair taken side by side)."""
+    r = [a / b for a, b in zip(num, den)]
+    return statistics.median(r), min(r), max(r)
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def ms(x: float) -> str:
+    return f"{x * 1e3:.1f} ms"
