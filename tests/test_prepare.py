@@ -230,3 +230,17 @@ def test_parse_hex8_vectorized_edge_cases():
     assert v.tolist() == [0, 0, 0xFFFFFFFF, 0, 0, 0, 0x0A0B0C0D]
     assert e.tolist() == [False, True, False, False, False, True, False]
     assert b.tolist() == [False, False, False, True, True, False, False]
+
+
+def test_cli_synth_then_prepare(tmp_path, capsys):
+    from recsys_dist.cli import main
+
+    assert main(["synth", "--out", str(tmp_path / "raw"), "--days", "2", "--rows-per-day", "300"]) == 0
+    assert "bayes auc 0." in capsys.readouterr().out
+    assert main(["prepare", "--input", str(tmp_path / "raw"), "--out", str(tmp_path / "out"),
+                 "prepare.hash_cap=100", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "300 rows" in out and "C1:100" in out
+    write(tmp_path / "bad" / "train.txt", [row(1), "0\t1"])
+    assert main(["prepare", "--input", str(tmp_path / "bad"), "--out", str(tmp_path / "o2"), "--strict"]) == 1
+    assert "train.txt:2: 2 tab-separated fields, expected 40" in capsys.readouterr().err
