@@ -133,6 +133,7 @@ def bad_file(tmp_path: Path, gz: bool = False) -> Path:
 def test_bad_rows_counted_with_line_numbers(tmp_path, gz, capsys):
     md = prep(tmp_path, [bad_file(tmp_path, gz)])
     assert md.splits["train"].rows == 3
+    assert md.source["lines"] == 10 == md.splits["train"].rows + md.bad_rows["count"]  # nothing dropped silently
     br = md.bad_rows
     assert br["count"] == 7
     assert {s["line"]: s["reason"].split(":")[0] for s in br["samples"]} == {
