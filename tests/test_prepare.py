@@ -245,3 +245,23 @@ def test_cli_synth_then_prepare(tmp_path, capsys):
     write(tmp_path / "bad" / "train.txt", [row(1), "0\t1"])
     assert main(["prepare", "--input", str(tmp_path / "bad"), "--out", str(tmp_path / "o2"), "--strict"]) == 1
     assert "train.txt:2: 2 tab-separated fields, expected 40" in capsys.readouterr().err
+
+
+def test_two_worker_processes_match_one(tmp_path, monkeypatch):
+    import recsys_dist.data.criteo_prepare as cp
+
+    raw = tmp_path / "raw"
+    for d in range(3):
+        write(raw / f"day_{d}", [row(i % 2, dense=[str(d * 1000 + i)] + ["1"] * 12,
+                                     cats=[f"{(d * 7 + i) % 5:08x}"] + ["00000001"] * 25) for i in range(200)])
+    write(raw / "day_1", [row(1)] * 50 + ["bad"] + [row(0)] * 50)
+    monkeypatch.setattr(cp, "PARALLEL_MIN_BYTES", 1)
+    cfgs = [PrepareConfig(input=[str(raw)], out_dir=str(tmp_path / f"o{w}"), workers=w, categorical="vocab")
+            for w in (1, 2)]
+    a, b = (cp.prepare_criteo(c, progress=False) for c in cfgs)
+    assert a.splits == b.splits and a.sparse_features == b.sparse_features and a.bad_rows == b.bad_rows
+    assert a.bad_rows["samples"][0]["line"] == 51
+    for s in ("train", "val", "test"):
+        assert read_split(tmp_path / "o1", s).keys() == read_split(tmp_path / "o2", s).keys()
+        for k, v in read_split(tmp_path / "o1", s).items():
+            np.testing.assert_array_equal(v, read_split(tmp_path / "o2", s)[k])
