@@ -31,7 +31,7 @@ for _i, _c in enumerate(b"ABCDEF"):
 _POW16 = (16 ** np.arange(7, -1, -1, dtype=np.uint64)).astype(np.uint64)
 
 
-def _string_buffers(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
+def string_buffers(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
     """(offsets [n+1] int64 relative to data, data uint8) of a pyarrow string array, zero-copy where possible."""
     if arr.type == pa.large_string():
         off = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset: arr.offset + len(arr) + 1]
@@ -48,7 +48,7 @@ def parse_hex8(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     A value is 8 hex digits; an empty field (null or "") is legal; anything else is bad. No per-row Python.
     """
     n = len(arr)
-    off, data = _string_buffers(arr)
+    off, data = string_buffers(arr)
     lengths = np.diff(off)
     empty = lengths == 0
     if arr.null_count:

@@ -22,13 +22,11 @@ cut and reports the cut as one bad row at the line where the stream ends.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import re
 import shutil
 import sys
-import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
@@ -43,18 +41,17 @@ import pyarrow.parquet as pq
 
 from recsys_dist.config import PrepareConfig
 from recsys_dist.data import criteo_encode as enc
+from recsys_dist.data.bad_rows import MAX_SAMPLES, BadRows, PrepareError
 from recsys_dist.data.criteo_schema import CATEGORICAL_NAMES, COLUMNS, DENSE_NAMES, NUM_COLUMNS
 from recsys_dist.data.metadata import SPLITS, Metadata, SparseFeature, SplitInfo
+from recsys_dist.data.raw_files import count_lines
+from recsys_dist.data.raw_files import open_raw as _open
+from recsys_dist.data.raw_files import physical_lines as _lines
 
 BLOCK_BYTES = 8 << 20  # CSV reader block (~55k Criteo rows): the unit of memory and of a Parquet row group
-MAX_SAMPLES = 20  # bad-row samples kept in metadata
 PARALLEL_MIN_BYTES = 64 << 20  # one worker process per this much input (up to `workers`)
 _DAY = re.compile(r"^day_(\d+)(\.gz)?$")
 _KAGGLE = re.compile(r"^train\.txt(\.gz)?$")
-
-
-class PrepareError(ValueError):
-    """Bad input for `prepare`: a missing file, bad options, or (strict mode) the first bad row, as file:line."""
 
 
 # -- inputs ---------------------------------------------------------------------------------------------------
@@ -95,93 +92,6 @@ def discover_inputs(inputs: List[str]) -> List[InputFile]:
 def _day(name: str) -> Optional[int]:
     m = _DAY.match(name)
     return int(m.group(1)) if m else None
-
-
-class _GzipReader(io.RawIOBase):
-    """A gzip stream (multi-member too) that stops cleanly at a truncated end and remembers why."""
-
-    def __init__(self, path: str) -> None:
-        self._f = open(path, "rb")
-        self._d = zlib.decompressobj(wbits=31)
-        self._buf = b""
-        self.problem: Optional[str] = None  # "truncated_gz" | "corrupt_gz"
-        self.detail = ""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        while not self._buf:
-            chunk = self._f.read(1 << 20)
-            if not chunk:
-                if not self._d.eof and self.problem is None:
-                    self.problem, self.detail = "truncated_gz", "gzip stream ends early (truncated file)"
-                return 0
-            try:
-                self._buf = self._d.decompress(chunk)
-                while self._d.eof and self._d.unused_data:  # next gzip member
-                    rest = self._d.unused_data
-                    self._d = zlib.decompressobj(wbits=31)
-                    self._buf += self._d.decompress(rest)
-            except zlib.error as e:
-                self.problem, self.detail = "corrupt_gz", f"gzip stream is corrupt ({e})"
-                return 0
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-    def close(self) -> None:
-        self._f.close()
-        super().close()
-
-
-def _open(path: str) -> Any:
-    return io.BufferedReader(_GzipReader(path), 1 << 20) if path.endswith(".gz") else open(path, "rb")
-
-
-def count_lines(path: str) -> int:
-    """Physical lines (a last line without newline counts), of the decompressed stream for .gz."""
-    n, last = 0, b"\n"
-    with _open(path) as f:
-        while chunk := f.read(16 << 20):
-            n += chunk.count(b"\n")
-            last = chunk[-1:]
-    return n + (last != b"\n")
-
-
-# -- bad rows -------------------------------------------------------------------------------------------------
-class BadRows:
-    """Counts by reason and the first samples; in strict mode, the first bad row (by line) becomes PrepareError."""
-
-    def __init__(self, strict: bool) -> None:
-        self.strict = strict
-        self.count = 0
-        self.by_reason: Dict[str, int] = {}
-        self.samples: List[Dict[str, Any]] = []
-        self._first: Optional[Tuple[int, str]] = None  # strict: (line, "file:line: reason") of the earliest
-
-    def add(self, file: str, line: int, kind: str, reason: str) -> None:
-        self.count += 1
-        self.by_reason[kind] = self.by_reason.get(kind, 0) + 1
-        if len(self.samples) < MAX_SAMPLES:
-            self.samples.append({"file": file, "line": int(line), "reason": reason})
-        if self.strict and (self._first is None or line < self._first[0]):
-            self._first = (int(line), f"{file}:{line}: {reason}")
-
-    def raise_strict(self, upto_line: float = math.inf) -> None:
-        """Strict mode: raise for the earliest bad row at or before `upto_line` (rows after it may come later)."""
-        if self._first is not None and self._first[0] <= upto_line:
-            raise PrepareError(self._first[1])
-
-    def merge(self, other: Dict[str, Any]) -> None:
-        self.count += other["count"]
-        for k, v in other["by_reason"].items():
-            self.by_reason[k] = self.by_reason.get(k, 0) + v
-        self.samples += other["samples"][: MAX_SAMPLES - len(self.samples)]
-
-    def as_dict(self) -> Dict[str, Any]:
-        return {"count": self.count, "by_reason": dict(sorted(self.by_reason.items())), "samples": self.samples}
 
 
 # -- one file -------------------------------------------------------------------------------------------------
@@ -228,12 +138,6 @@ def _reader(path: str, stream: Any, invalid: List[int], bad: BadRows) -> Iterato
                                              strings_can_be_null=True, null_values=[""],
                                              quoted_strings_can_be_null=False),
     )
-
-
-def _lines(valid_index: np.ndarray, invalid: np.ndarray) -> np.ndarray:
-    """Physical line (1-based) of the i-th parsed row, given the sorted line numbers of the skipped rows."""
-    c = invalid - np.arange(invalid.size)
-    return valid_index + 1 + np.searchsorted(c, valid_index + 1, side="right")
 
 
 def _first_bad(bad: List[Tuple[str, np.ndarray, str, Any]], n: int) -> Tuple[np.ndarray, List[Tuple[str, str]]]:

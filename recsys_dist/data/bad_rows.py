@@ -1,0 +1,45 @@
+"""The bad-row policy of `prepare`: count + skip + report (file, line, reason), or strict (the first one raises)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional, Tuple
+
+MAX_SAMPLES = 20  # bad-row samples kept in metadata
+
+
+class PrepareError(ValueError):
+    """Bad input for `prepare`: a missing file, bad options, or (strict mode) the first bad row, as file:line."""
+
+
+class BadRows:
+    """Counts by reason and the first samples; in strict mode, the first bad row (by line) becomes PrepareError."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.count = 0
+        self.by_reason: Dict[str, int] = {}
+        self.samples: List[Dict[str, Any]] = []
+        self._first: Optional[Tuple[int, str]] = None  # strict: (line, "file:line: reason") of the earliest
+
+    def add(self, file: str, line: int, kind: str, reason: str) -> None:
+        self.count += 1
+        self.by_reason[kind] = self.by_reason.get(kind, 0) + 1
+        if len(self.samples) < MAX_SAMPLES:
+            self.samples.append({"file": file, "line": int(line), "reason": reason})
+        if self.strict and (self._first is None or line < self._first[0]):
+            self._first = (int(line), f"{file}:{line}: {reason}")
+
+    def raise_strict(self, upto_line: float = math.inf) -> None:
+        """Strict mode: raise for the earliest bad row at or before `upto_line` (rows after it may come later)."""
+        if self._first is not None and self._first[0] <= upto_line:
+            raise PrepareError(self._first[1])
+
+    def merge(self, other: Dict[str, Any]) -> None:
+        self.count += other["count"]
+        for k, v in other["by_reason"].items():
+            self.by_reason[k] = self.by_reason.get(k, 0) + v
+        self.samples += other["samples"][: MAX_SAMPLES - len(self.samples)]
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"count": self.count, "by_reason": dict(sorted(self.by_reason.items())), "samples": self.samples}
