@@ -175,9 +175,8 @@ def _rank(rank: int, world: int, data_dir: str, s: Dict, pipelines: List[str]):
 
     from bench_train_vs_torchrec import build_ours
 
-    ours, it, _, device = build_ours(data_dir, s, ["train.pipeline=sparse_dist", "data.prefetch_batches=4"], None)
-    dmp, optimizer = ours._model, ours._optimizer
-    ours.detach()
+    o = build_ours(data_dir, s, ["train.pipeline=sparse_dist", "data.prefetch_batches=4"], None)
+    dmp, optimizer, it, device = o.built.dmp, o.optimizer, o.it, o.device
     instrument(dmp)
     it = LabeledIterator(it)
 

@@ -90,7 +90,8 @@ def _rank(rank: int, world: int, data_dir: str, s: Dict[str, Any]):
 
     from bench_train_vs_torchrec import build_ours
 
-    pipe, it, _, _ = build_ours(data_dir, s, [], None)
+    o = build_ours(data_dir, s, [], None)
+    pipe, it = o.pipeline, o.it
 
     def window() -> float:
         dist.barrier()

@@ -27,6 +27,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -53,6 +54,16 @@ def _plan_summary(plan) -> str:
     return ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items()))
 
 
+@dataclass
+class Ours:
+    pipeline: Any
+    reader: Any  # ParquetBatchReader
+    it: Any  # iter(reader), epoch 0
+    built: Any  # recsys_dist.job.BuiltModel
+    optimizer: Any
+    device: Any
+
+
 def build_ours(data_dir: str, s: Dict[str, Any], overrides: List[str], compute_kernel):
     """Exactly what recsys_dist.train.train builds: config -> sharded model, optimizer, reader, pipeline."""
     from recsys_dist.config import load_config, validate
@@ -76,7 +87,7 @@ def build_ours(data_dir: str, s: Dict[str, Any], overrides: List[str], compute_k
     reader = make_reader(cfg, built, env, "train")
     reader.set_epoch(0)
     pipeline = _make_pipeline(cfg, built, optimizer, env)
-    return pipeline, iter(reader), built.plan, env.device
+    return Ours(pipeline, reader, iter(reader), built, optimizer, env.device)
 
 
 def build_reference(s: Dict[str, Any], rank: int, world: int, device, compute_kernel):
@@ -135,7 +146,8 @@ def _rank(rank: int, world: int, data_dir: str, s: Dict[str, Any], overrides: Li
     import torch
     import torch.distributed as dist
 
-    ours, ours_it, ours_plan, device = build_ours(data_dir, s, overrides, compute_kernel)
+    o = build_ours(data_dir, s, overrides, compute_kernel)
+    ours, ours_it, ours_plan, device = o.pipeline, o.it, o.built.plan, o.device
     ref, ref_it, ref_plan, ref_pg = build_reference(s, rank, world, device, compute_kernel)
 
     def window(pipeline, it, n: int, pg) -> float:

@@ -114,7 +114,8 @@ def _entry(rank: int, world: int, port: int, threads: int, fn: Callable, args: S
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world), OMP_NUM_THREADS=str(threads))
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world), OMP_NUM_THREADS=str(threads),
+                      TQDM_DISABLE="1")
     torch.set_num_threads(threads)
     quiet()
     try:

@@ -43,6 +43,7 @@ class ModelConfig:
     embedding_dim: int = 64
     arch_args: Dict[str, Any] = field(default_factory=dict)  # keyword arguments of the arch's constructor
     max_rows_per_table: Optional[int] = None  # cap table rows (ids are taken modulo the cap at batch time)
+    embedding_dtype: str = "fp32"  # fp32 | fp16: table weights in FBGEMM's TBE (pooled outputs stay fp32)
 
 
 @dataclass
@@ -124,6 +125,7 @@ class PrepareConfig:
     rows_per_file: int = 1000000
     strict: bool = False  # fail at the first bad row with file:line, instead of count + skip + report
     workers: int = 0  # 0: one per core
+    schema: Optional[str] = None  # own CSV / Parquet data: a schema YAML (docs/own_data.md); None: Criteo
 
 
 @dataclass
@@ -159,6 +161,7 @@ DENSE_OPTIMIZERS = ("adagrad", "adam", "sgd")
 PIPELINES = ("sparse_dist", "base")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
+EMBEDDING_DTYPES = ("fp32", "fp16")
 
 
 def _merge(base: Any, layer: Any, source: str) -> Any:
@@ -221,6 +224,7 @@ def validate(cfg: JobConfig, source: str = "config") -> None:
     _choice(cfg.train.pipeline, PIPELINES, "train.pipeline", source)
     _choice(cfg.train.device, DEVICES, "train.device", source)
     _choice(cfg.train.mixed_precision, PRECISIONS, "train.mixed_precision", source)
+    _choice(cfg.model.embedding_dtype, EMBEDDING_DTYPES, "model.embedding_dtype", source)
     for key in ("data.batch_size", "data.eval_batch_size", "model.embedding_dim", "optim.sparse_lr",
                 "optim.dense_lr", "optim.arch_lr", "train.epochs", "data.shuffle_buffer_rows"):
         sec, name = key.split(".")

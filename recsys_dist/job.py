@@ -77,7 +77,7 @@ def build_sharded_model(cfg: JobConfig, env: DistEnv, md: Optional[Metadata] = N
     feats = features_for(cfg, md)
     torch.manual_seed(cfg.train.seed)  # dense init; DDP then broadcasts rank 0's weights
     model = build_model(feats.tables, md.num_dense, cfg.model.arch, cfg.model.arch_args,
-                        sparse_device="meta", dense_device=env.device)
+                        sparse_device="meta", dense_device=env.device, embedding_dtype=cfg.model.embedding_dtype)
     dtype = torch.bfloat16 if cfg.train.mixed_precision == "bf16" else None
     train_model = CTRTrainModel(model, autocast_dtype=dtype)
     sharder = CTREmbeddingBagCollectionSharder(fused_params=fused_params(cfg.optim, env.device.type),

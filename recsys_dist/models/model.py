@@ -32,9 +32,11 @@ def build_model(
     arch_args: dict,
     sparse_device: torch.device | str = "meta",
     dense_device: torch.device | str = "cpu",
+    embedding_dtype: str = "fp32",
 ) -> CTRModel:
-    """Tables on `sparse_device` ("meta" for DMP to materialize its shards), dense arch on `dense_device`."""
-    sparse = SparseArch(tables, device=sparse_device)
+    """Tables on `sparse_device` ("meta" for DMP to materialize its shards), dense arch on `dense_device`;
+    `embedding_dtype` (fp32 | fp16) is the tables' weight type."""
+    sparse = SparseArch(tables, device=sparse_device, dtype=embedding_dtype)
     inputs = ArchInputs(num_dense=num_dense, feature_names=tuple(sparse.feature_names),
                         embedding_dim=sparse.embedding_dim)
     dense = build_arch(arch, inputs, arch_args).to(dense_device)
@@ -56,7 +58,8 @@ class CTRTrainModel(nn.Module):
     def forward(self, batch) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         embeddings = self.model.sparse_arch(batch.sparse_features)
         if self.autocast_dtype is not None:
-            with torch.autocast(device_type=batch.dense_features.device.type, dtype=self.autocast_dtype):
+            # the device from a parameter, not from the batch: TorchRec's pipelines fx-trace this forward
+            with torch.autocast(device_type=_device_type(self.model.dense_arch), dtype=self.autocast_dtype):
                 logits = self.model.dense_arch(batch.dense_features, embeddings)
             logits = logits.float()
         else:
@@ -66,6 +69,12 @@ class CTRTrainModel(nn.Module):
         if reg is not None:
             loss = loss + reg
         return loss, (loss.detach(), logits.detach(), batch.labels)
+
+
+def _device_type(module: nn.Module) -> str:
+    for p in module.parameters():
+        return p.device.type
+    return "cpu"
 
 
 @torch.fx.wrap

@@ -7,7 +7,7 @@ from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
-from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
+from torchrec.modules.embedding_configs import DataType, EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
@@ -25,7 +25,13 @@ class TableSpec:
         return f"t_{self.feature}"
 
 
-def table_configs(tables: Sequence[TableSpec]) -> List[EmbeddingBagConfig]:
+EMBEDDING_DTYPES = {"fp32": DataType.FP32, "fp16": DataType.FP16}
+
+
+def table_configs(tables: Sequence[TableSpec], dtype: str = "fp32") -> List[EmbeddingBagConfig]:
+    """TorchRec table configs; `dtype` is the weights' storage type (fp16 halves table memory and bytes)."""
+    if dtype not in EMBEDDING_DTYPES:
+        raise ValueError(f"embedding dtype {dtype!r}: expected one of {', '.join(EMBEDDING_DTYPES)}")
     return [
         EmbeddingBagConfig(
             name=t.table_name,
@@ -33,6 +39,7 @@ def table_configs(tables: Sequence[TableSpec]) -> List[EmbeddingBagConfig]:
             num_embeddings=t.num_embeddings,
             feature_names=[t.feature],
             pooling=PoolingType.MEAN if t.pooling == "mean" else PoolingType.SUM,
+            data_type=EMBEDDING_DTYPES[dtype],
         )
         for t in tables
     ]
@@ -44,6 +51,8 @@ class SparseArch(nn.Module):
     Args:
         tables: one TableSpec per feature (all of the same embedding_dim).
         device: "meta" to build without memory (DMP materializes the shards), or a real device.
+        dtype: table weights' type, "fp32" or "fp16" (sharded: FBGEMM's TBE stores fp16 rows and returns fp32
+            pooled embeddings; unsharded EmbeddingBag needs fp32 on CPU).
 
     Example:
         >>> arch = SparseArch([TableSpec("C1", 10, 4), TableSpec("C2", 20, 4)], device="cpu")
@@ -53,7 +62,8 @@ class SparseArch(nn.Module):
         torch.Size([2, 2, 4])
     """
 
-    def __init__(self, tables: Sequence[TableSpec], device: Optional[torch.device | str] = None) -> None:
+    def __init__(self, tables: Sequence[TableSpec], device: Optional[torch.device | str] = None,
+                 dtype: str = "fp32") -> None:
         super().__init__()
         dims = {t.embedding_dim for t in tables}
         if len(dims) != 1:
@@ -61,7 +71,7 @@ class SparseArch(nn.Module):
         self.tables = list(tables)
         self.feature_names = [t.feature for t in tables]
         self.embedding_dim = dims.pop()
-        self.ebc = EmbeddingBagCollection(tables=table_configs(tables), device=torch.device(device or "cpu"))
+        self.ebc = EmbeddingBagCollection(tables=table_configs(tables, dtype), device=torch.device(device or "cpu"))
 
     def forward(self, features: KeyedJaggedTensor) -> torch.Tensor:
         return stack_pooled(self.ebc(features), self.feature_names, self.embedding_dim)
