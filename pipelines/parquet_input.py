@@ -100,6 +100,7 @@ class ParquetBatchReader:
         self.shuffle_buffer_rows = max(shuffle_buffer_rows, batch_size)
         self.prefetch = prefetch
         self.epoch = 0
+        self.start_step = 0
         info = self.metadata.split(split)
         self.units = _units(self.root, info.files)
         self.rows = sum(u.rows for u in self.units)
@@ -133,8 +134,14 @@ class ParquetBatchReader:
     def __len__(self) -> int:
         return self.steps
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """The next pass yields epoch `epoch` from batch `start_step` on: exactly the batches a full pass yields
+        after its first `start_step` (for resuming mid-epoch). Shuffle buffers wholly before that position are
+        not read; the shuffle RNG advances as if they were."""
+        if not 0 <= start_step <= self.steps:
+            raise ValueError(f"start_step {start_step} not in [0, {self.steps}] (batches per epoch)")
         self.epoch = epoch
+        self.start_step = start_step
 
     # -- reading -------------------------------------------------------------------------------------------
     def _rank_slices(self) -> Iterator[Tuple[_Unit, int, int]]:
@@ -154,26 +161,40 @@ class ParquetBatchReader:
             if pos >= end:
                 break
 
-    def _tables(self) -> Iterator[pa.Table]:
-        files: Dict[str, pq.ParquetFile] = {}
-        for u, lo, hi in self._rank_slices():
-            f = files.get(u.file) or files.setdefault(u.file, pq.ParquetFile(u.file))
-            yield f.read_row_group(u.row_group, columns=self.columns).slice(lo, hi - lo)
+    def _chunk_slices(self) -> Iterator[Tuple[List[Tuple[_Unit, int, int]], int]]:
+        """This rank's slices grouped into chunks (a shuffle buffer, or >= one batch), with their row counts."""
+        group: List[Tuple[_Unit, int, int]] = []
+        rows = 0
+        limit = self.shuffle_buffer_rows if self.shuffle else self.batch_size
+        for s in self._rank_slices():
+            group.append(s)
+            rows += s[2] - s[1]
+            if rows >= limit:
+                yield group, rows
+                group, rows = [], 0
+        if rows:
+            yield group, rows
 
     def _chunks(self) -> Iterator[Dict[str, np.ndarray]]:
-        """Column arrays of this rank's rows, shuffled within buffers when shuffling."""
+        """Column arrays of this rank's rows from row start_step * batch_size on, shuffled within buffers."""
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, 1])
-        pending: List[pa.Table] = []
-        pending_rows = 0
-        limit = self.shuffle_buffer_rows if self.shuffle else self.batch_size
-        for t in self._tables():
-            pending.append(t)
-            pending_rows += t.num_rows
-            if pending_rows >= limit:
-                yield self._to_numpy(pa.concat_tables(pending), rng)
-                pending, pending_rows = [], 0
-        if pending_rows:
-            yield self._to_numpy(pa.concat_tables(pending), rng)
+        files: Dict[str, pq.ParquetFile] = {}
+        skip = self.start_step * self.batch_size
+        for group, rows in self._chunk_slices():
+            if rows <= skip:  # wholly before the start position: not read, the RNG advanced as if it were
+                if self.shuffle:
+                    rng.permutation(rows)
+                skip -= rows
+                continue
+            parts = []
+            for u, lo, hi in group:
+                f = files.get(u.file) or files.setdefault(u.file, pq.ParquetFile(u.file))
+                parts.append(f.read_row_group(u.row_group, columns=self.columns).slice(lo, hi - lo))
+            cols = self._to_numpy(pa.concat_tables(parts), rng)
+            if skip:
+                cols = _slice_rows(cols, skip, rows, self.multi_valued)
+                skip = 0
+            yield cols
 
     def _to_numpy(self, table: pa.Table, rng: np.random.Generator) -> Dict[str, np.ndarray]:
         perm = rng.permutation(table.num_rows) if self.shuffle else None
@@ -193,7 +214,7 @@ class ParquetBatchReader:
     def _batches_numpy(self) -> Iterator[Dict[str, np.ndarray]]:
         """Fixed-size row batches; in eval mode the last ones padded (weights 0)."""
         carry: Optional[Dict[str, np.ndarray]] = None
-        emitted = 0
+        emitted = self.start_step
         B = self.batch_size
         for chunk in self._chunks():
             chunk = _concat_rows(carry, chunk, self.multi_valued) if carry is not None else chunk

@@ -18,7 +18,7 @@ def evaluate(cfg: JobConfig, checkpoint: str | Path, split: str = "test") -> Dic
     set_threads(cfg.train.threads, env.local_world_size)
     cfg.sharding.plan = None  # the plan of the training run may be for another world size: plan afresh
     built = build_sharded_model(cfg, env)
-    info = load_checkpoint(built, ckpt)
+    info = load_checkpoint(built, ckpt, cfg=cfg, restore_rng=False)  # refuses another model's checkpoint
     from recsys_dist.train import evaluate_split
 
     metrics = evaluate_split(built, cfg, env, split)

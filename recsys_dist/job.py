@@ -127,39 +127,27 @@ def write_run_files(cfg: JobConfig, built: BuiltModel, out: Path) -> None:
               context={"source": "train", "world_size": env.world_size, "tables": tables})
 
 
-def save_checkpoint(built: BuiltModel, path: Path, extra: Optional[Dict[str, Any]] = None) -> None:
-    """Sharded checkpoint with torch.distributed.checkpoint: each rank writes its shards. Written to a temporary
-    folder and renamed by rank 0 once every rank has finished, so a crash never leaves a complete-looking one."""
-    import shutil
+def fingerprint(cfg: JobConfig, built: BuiltModel) -> Dict[str, Any]:
+    """What fixes the model's parameters (arch, arch args, tables): a checkpoint loads only into the same."""
+    from recsys_dist.checkpoint import model_fingerprint
 
-    import torch.distributed as dist
-    import torch.distributed.checkpoint as dcp
-
-    tmp = path.with_name(path.name + ".tmp")
-    if dist.get_rank() == 0 and tmp.exists():
-        shutil.rmtree(tmp)
-    dist.barrier()
-    dcp.save({"model": built.dmp.state_dict()}, checkpoint_id=str(tmp))
-    dist.barrier()
-    if dist.get_rank() == 0:
-        (tmp / "recsys_dist.json").write_text(json.dumps(extra or {}, indent=2))
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
-    dist.barrier()
+    return model_fingerprint(cfg, built.features.tables, built.metadata.num_dense)
 
 
-def load_checkpoint(built: BuiltModel, path: Path) -> Dict[str, Any]:
-    """Loads model weights into whatever sharding this job has (DCP reshards by shard offsets)."""
-    import torch.distributed.checkpoint as dcp
+def save_checkpoint(built: BuiltModel, path: Path, info: Dict[str, Any], optimizer: Any = None,
+                    scheduler: Any = None) -> Path:
+    """Sharded DCP checkpoint of the model (and optimizer, LR schedule, RNG), written atomically
+    (recsys_dist.checkpoint). Collective: every rank calls it."""
+    from recsys_dist.checkpoint import save_checkpoint as save
 
-    info = path / "recsys_dist.json"
-    if not info.is_file():
-        raise FileNotFoundError(f"{path}: not a complete recsys-dist checkpoint (no recsys_dist.json)")
-    state = {"model": built.dmp.state_dict()}
-    try:
-        dcp.load(state, checkpoint_id=str(path))
-    except Exception as e:  # DCP raises a CheckpointException carrying each rank's error
-        raise RuntimeError(f"{path}: cannot load into this model ({type(e).__name__}: {str(e)[:500]})") from None
-    built.dmp.load_state_dict(state["model"])
-    return json.loads(info.read_text())
+    return save(built.dmp, path, info, optimizer, scheduler)
+
+
+def load_checkpoint(built: BuiltModel, path: Path, optimizer: Any = None, scheduler: Any = None,
+                    cfg: Optional[JobConfig] = None, restore_rng: bool = True) -> Dict[str, Any]:
+    """Loads a checkpoint into whatever sharding this job has (DCP reshards by shard offsets). With `cfg`, first
+    checks that the checkpoint was written by the same model (a CheckpointError names what differs)."""
+    from recsys_dist.checkpoint import load_checkpoint as load
+
+    fp = fingerprint(cfg, built) if cfg is not None else None
+    return load(built.dmp, path, optimizer, scheduler, fingerprint=fp, restore_rng=restore_rng)

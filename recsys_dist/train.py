@@ -1,8 +1,15 @@
-"""The train job: sharded model, TorchRec train pipeline, periodic validation, final test metrics, checkpoint.
+"""The train job: sharded model, TorchRec train pipeline, periodic validation and checkpoints, exact resume,
+final test metrics.
 
 Runs as one process or as each rank of a torchrun / torchx job; `train(cfg)` returns the final metrics on every
-rank. Rank 0 writes the run folder (train.out_dir): config.yaml, plan.json, metrics.jsonl, checkpoint/, and
-architecture.json for arches with a search stage.
+rank. Rank 0 writes the run folder (train.out_dir): config.yaml, plan.json, metrics.jsonl, result.json,
+tensorboard/, checkpoints/step_N (every train.checkpoint_every_steps, the newest train.keep_checkpoints kept),
+checkpoint/ (the final one), and architecture.json for arches with a search stage.
+
+With train.resume=auto (the default) a job started again on the same run folder, e.g. by torchrun --max-restarts
+or a torchx retry after a rank died, continues from the newest complete checkpoint: model, optimizer and LR
+schedule, RNG states and the input position (epoch, step within it) are restored, so the final weights equal
+those of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -10,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
 
@@ -20,7 +26,8 @@ from tqdm import tqdm
 
 from recsys_dist.config import JobConfig, to_dict
 from recsys_dist.dist_env import DistEnv, init_distributed, set_threads
-from recsys_dist.job import BuiltModel, build_sharded_model, make_reader, save_checkpoint, write_run_files
+from recsys_dist.job import (BuiltModel, build_sharded_model, fingerprint, load_checkpoint, make_reader,
+                             save_checkpoint, write_run_files)
 from recsys_dist.metrics import PredictionBuffer
 from recsys_dist.optim import build_optimizer
 
@@ -28,17 +35,55 @@ log = logging.getLogger("recsys_dist")
 
 
 class MetricsLog:
-    """metrics.jsonl in the run folder (rank 0), one JSON object a line."""
+    """metrics.jsonl in the run folder (rank 0), one JSON object a line; appended to when a run resumes."""
 
-    def __init__(self, path: Optional[Path]) -> None:
+    def __init__(self, path: Optional[Path], append: bool = False) -> None:
         self.path = path
-        if path is not None:
+        if path is not None and not append:
             path.write_text("")
 
     def write(self, **record: Any) -> None:
         if self.path is not None:
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+class Scalars:
+    """TensorBoard scalars (rank 0, train.tensorboard); on resume, events after the resumed step are dropped."""
+
+    def __init__(self, folder: Optional[Path], purge_step: Optional[int]) -> None:
+        self.writer = None
+        if folder is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(folder), purge_step=purge_step)
+
+    def add(self, step: int, **values: float) -> None:
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class _TimedIterator:
+    """Wraps the reader's iterator and adds up the time spent waiting for batches (the input stage)."""
+
+    def __init__(self, it: Iterator) -> None:
+        self.it = it
+        self.seconds = 0.0
+
+    def __iter__(self) -> "_TimedIterator":
+        return self
+
+    def __next__(self):
+        t = time.perf_counter()
+        try:
+            return next(self.it)
+        finally:
+            self.seconds += time.perf_counter() - t
 
 
 @torch.no_grad()
@@ -61,6 +106,23 @@ def _make_pipeline(cfg: JobConfig, built: BuiltModel, optimizer, env: DistEnv):
     return TrainPipelineBase(built.dmp, optimizer, env.device)
 
 
+def _resume_from(cfg: JobConfig, out: Path) -> Optional[Path]:
+    from recsys_dist.checkpoint import find_latest
+
+    if cfg.train.resume == "never":
+        return None
+    if cfg.train.resume == "auto":
+        return find_latest(out)
+    return Path(cfg.train.resume)
+
+
+def _init_lazy_optimizer_state(optimizer) -> None:
+    """Lazily-created state (e.g. Adam's) must exist before a checkpoint can be loaded into it in place."""
+    for _, opt in getattr(optimizer, "_optims", []):
+        if len(opt.state) < len(opt.params):
+            opt.init_state()
+
+
 def train(cfg: JobConfig) -> Dict[str, Any]:
     env = init_distributed(cfg.train.device)
     threads = set_threads(cfg.train.threads, env.local_world_size)
@@ -72,30 +134,64 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
     reader = make_reader(cfg, built, env, "train")
     has_val = "val" in built.metadata.splits and built.metadata.splits["val"].rows > 0
     out = Path(cfg.train.out_dir)
-    if env.is_main:
-        write_run_files(cfg, built, out)
-    mlog = MetricsLog(out / "metrics.jsonl" if env.is_main else None)
     steps_per_epoch = len(reader)
     total = steps_per_epoch * cfg.train.epochs
     if cfg.train.max_steps is not None:
         total = min(total, cfg.train.max_steps)
+
+    step, epoch0, in_epoch0 = 0, 0, 0
+    resume = _resume_from(cfg, out)
+    if resume is not None:
+        _init_lazy_optimizer_state(optimizer)
+        info = load_checkpoint(built, resume, optimizer, scheduler, cfg=cfg)
+        step = int(info["step"])
+        epoch0, in_epoch0 = int(info["epoch"]), int(info["step_in_epoch"])
+        if info.get("steps_per_epoch") != steps_per_epoch:
+            from recsys_dist.checkpoint import CheckpointError
+
+            raise CheckpointError(f"{resume}: written with {info.get('steps_per_epoch')} steps per epoch, this job "
+                                  f"has {steps_per_epoch} (data.dir, data.batch_size or the world size changed); "
+                                  f"its input position cannot be resumed exactly (train.resume=never starts over)")
+    if env.is_main:
+        write_run_files(cfg, built, out)
+    mlog = MetricsLog(out / "metrics.jsonl" if env.is_main else None, append=resume is not None)
+    tb = Scalars(out / "tensorboard" if env.is_main and cfg.train.tensorboard else None,
+                 purge_step=step if resume is not None else None)
     if env.is_main:
         log.info("world %d on %s, %d threads/rank, %d steps (%d/epoch, %d rows/epoch unused), global batch %d",
                  env.world_size, env.device, threads, total, steps_per_epoch, reader.rows_unused,
                  cfg.data.batch_size)
-    mlog.write(event="start", world_size=env.world_size, device=str(env.device), steps=total,
-               config=to_dict(cfg))
+        if resume is not None:
+            log.info("resuming from %s: step %d (epoch %d, step %d in it)", resume, step, epoch0, in_epoch0)
+    if resume is not None:
+        mlog.write(event="resume", step=step, epoch=epoch0, step_in_epoch=in_epoch0, checkpoint=str(resume),
+                   world_size=env.world_size)
+    else:
+        mlog.write(event="start", world_size=env.world_size, device=str(env.device), steps=total,
+                   config=to_dict(cfg))
 
-    step, t_start, rows_done = 0, time.perf_counter(), 0
-    bar = tqdm(total=total, desc="train", disable=not env.is_main, mininterval=2)
+    def position(epoch: int, in_epoch: int) -> Dict[str, Any]:
+        if in_epoch >= steps_per_epoch:  # the epoch is done: the next one starts at its beginning
+            epoch, in_epoch = epoch + 1, 0
+        return {"step": step, "epoch": epoch, "step_in_epoch": in_epoch, "steps_per_epoch": steps_per_epoch,
+                "fingerprint": fingerprint(cfg, built), "config": to_dict(cfg)}
+
+    def checkpoint(path: Path, epoch: int, in_epoch: int) -> float:
+        t = time.perf_counter()
+        save_checkpoint(built, path, position(epoch, in_epoch), optimizer, scheduler)
+        return time.perf_counter() - t
+
+    start_step, t_start = step, time.perf_counter()
+    bar = tqdm(total=total, initial=step, desc="train", disable=not env.is_main, mininterval=2)
     val_metrics: Dict[str, float] = {}
-    window_loss, window_n, t_window = 0.0, 0, time.perf_counter()
-    for epoch in range(cfg.train.epochs):
+    window_loss, window_n, t_window, data_s_window = 0.0, 0, time.perf_counter(), 0.0
+    for epoch in range(epoch0, cfg.train.epochs):
         if step >= total:
             break
-        reader.set_epoch(epoch)
+        in_epoch = in_epoch0 if epoch == epoch0 else 0
+        reader.set_epoch(epoch, in_epoch)
         pipeline = _make_pipeline(cfg, built, optimizer, env)
-        it: Iterator = iter(reader)
+        it = _TimedIterator(iter(reader))
         while step < total:
             try:
                 loss, _, _ = pipeline.progress(it)
@@ -104,45 +200,70 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
             if scheduler is not None:
                 scheduler.step()
             step += 1
-            rows_done += cfg.data.batch_size
+            in_epoch += 1
             window_loss += float(loss)
             window_n += 1
             bar.update(1)
             if cfg.train.log_every_steps and step % cfg.train.log_every_steps == 0:
                 dt = time.perf_counter() - t_window
                 sps = window_n * cfg.data.batch_size / dt
+                data_s = (it.seconds - data_s_window) / window_n
+                stages = {"data_s_per_step": data_s, "compute_s_per_step": dt / window_n - data_s}
                 bar.set_postfix(loss=f"{window_loss / window_n:.4f}", sps=f"{sps:,.0f}")
-                mlog.write(event="train", step=step, epoch=epoch, loss=window_loss / window_n, samples_per_s=sps)
-                window_loss, window_n, t_window = 0.0, 0, time.perf_counter()
+                mlog.write(event="train", step=step, epoch=epoch, loss=window_loss / window_n, samples_per_s=sps,
+                           **stages)
+                tb.add(step, **{"train/loss": window_loss / window_n, "train/samples_per_s": sps},
+                       **{f"time/{k}": v for k, v in stages.items()})
+                window_loss, window_n, t_window, data_s_window = 0.0, 0, time.perf_counter(), it.seconds
             if has_val and cfg.train.val_every_steps and step % cfg.train.val_every_steps == 0 and step < total:
                 _detach(pipeline)
+                t = time.perf_counter()
                 val_metrics = evaluate_split(built, cfg, env, "val")
                 _attach(pipeline, built)
-                mlog.write(event="val", step=step, **val_metrics)
+                mlog.write(event="val", step=step, eval_s=time.perf_counter() - t, **val_metrics)
+                tb.add(step, **{"val/auc": val_metrics["auc"], "val/logloss": val_metrics["logloss"],
+                                "time/eval_s": time.perf_counter() - t})
                 if env.is_main:
                     bar.write(f"step {step}: val auc {val_metrics['auc']:.4f} logloss {val_metrics['logloss']:.4f}")
+            every = cfg.train.checkpoint_every_steps
+            if every and step % every == 0 and step < total:
+                path = out / "checkpoints" / f"step_{step:08d}"
+                seconds = checkpoint(path, epoch, in_epoch)
+                if env.is_main:
+                    from recsys_dist.checkpoint import prune
+
+                    prune(out / "checkpoints", cfg.train.keep_checkpoints)
+                mlog.write(event="checkpoint", step=step, path=str(path), seconds=seconds)
+                tb.add(step, **{"time/checkpoint_s": seconds})
+                t_window += seconds  # keep checkpoint time out of samples/s
         _detach(pipeline)
         if has_val and not cfg.train.val_every_steps:
             val_metrics = evaluate_split(built, cfg, env, "val")
             mlog.write(event="val", step=step, epoch=epoch, **val_metrics)
+            tb.add(step, **{"val/auc": val_metrics["auc"], "val/logloss": val_metrics["logloss"]})
             if env.is_main:
                 bar.write(f"epoch {epoch}: val auc {val_metrics['auc']:.4f} logloss {val_metrics['logloss']:.4f}")
     bar.close()
     train_seconds = time.perf_counter() - t_start
-    result: Dict[str, Any] = {"steps": step, "train_seconds": train_seconds,
-                              "samples_per_s": rows_done / max(train_seconds, 1e-9), "world_size": env.world_size}
+    rows_done = (step - start_step) * cfg.data.batch_size
+    result: Dict[str, Any] = {"steps": step, "resumed_from_step": start_step if resume is not None else None,
+                              "train_seconds": train_seconds, "samples_per_s": rows_done / max(train_seconds, 1e-9),
+                              "world_size": env.world_size}
     if val_metrics:
         result["val"] = val_metrics
     if "test" in built.metadata.splits and built.metadata.splits["test"].rows > 0:
         result["test"] = evaluate_split(built, cfg, env, "test")
+        tb.add(step, **{"test/auc": result["test"]["auc"], "test/logloss": result["test"]["logloss"]})
     arch = built.model.dense_arch
     if hasattr(arch, "export_architecture") and env.is_main:
         (out / "architecture.json").write_text(json.dumps(arch.export_architecture(), indent=2))
         result["architecture"] = str(out / "architecture.json")
     if cfg.train.checkpoint:
-        save_checkpoint(built, out / "checkpoint", extra={"step": step, "config": to_dict(cfg)})
+        epoch_end, in_epoch_end = divmod(step, steps_per_epoch)
+        checkpoint(out / "checkpoint", epoch_end, in_epoch_end)
         result["checkpoint"] = str(out / "checkpoint")
     mlog.write(event="end", **result)
+    tb.close()
     if env.is_main:
         (out / "result.json").write_text(json.dumps(result, indent=2))
     return result
