@@ -1,0 +1,148 @@
+"""Ingest: `recsys-dist prepare` (recsys_dist.data.criteo_prepare.prepare_criteo) rows/s and peak RSS vs
+TorchRec's `python -m torchrec.datasets.scripts.npy_preproc_criteo` on the same synthetic Criteo day file, and
+our peak RSS as the input grows (1x, 4x, 16x).
+
+Every run is its own subprocess (`python bench_ingest.py --child ...`), which reports its wall time and peak
+RSS (getrusage: the process itself, and the largest of its worker processes). Speed runs alternate: ours,
+TorchRec's, ours, TorchRec's ... on the same file; the ratio is the median of the per-round ratios.
+
+The day file comes from recsys_dist.data.synth (Criteo TSV with a planted signal); 4x / 16x are that file
+repeated (the same rows again: the parse and encode work per row is the same). TorchRec's script loads a whole
+file into Python lists, so its RSS grows with the file; ours streams in 8 MiB blocks.
+
+    .venv/bin/python benchmarks/bench_ingest.py            # 250k-row day file; RSS at 250k / 1M / 4M rows
+    .venv/bin/python benchmarks/bench_ingest.py --speed-rows 2000000   # the 2M-row comparison (~30 min)
+    .venv/bin/python benchmarks/bench_ingest.py --small    # 20k rows; RSS at 20k / 80k / 320k
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+
+def _child(kind: str, day_dir: str, out: str, workers: int) -> None:
+    t = time.perf_counter()
+    rows = 0
+    if kind == "baseline":  # our run's imports alone: what it pays before reading a row
+        from recsys_dist.config import PrepareConfig  # noqa: F401
+        from recsys_dist.data.criteo_prepare import prepare_criteo  # noqa: F401
+    elif kind == "ours":
+        from recsys_dist.config import PrepareConfig
+        from recsys_dist.data.criteo_prepare import prepare_criteo
+
+        md = prepare_criteo(PrepareConfig(input=[str(Path(day_dir) / "day_0")], out_dir=out, split="ratio",
+                                          workers=workers), progress=False)
+        rows = sum(s.rows for s in md.splits.values())
+    else:
+        import contextlib
+        import io
+
+        from torchrec.datasets.scripts.npy_preproc_criteo import main as npy_main
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            npy_main(["--input_dir", day_dir, "--output_dir", out, "--dataset_name", "criteo_1tb"])
+        import numpy as np
+
+        rows = int(np.load(Path(out) / "day_0_labels.npy", mmap_mode="r").shape[0])
+    seconds = time.perf_counter() - t
+    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps({"seconds": seconds, "rows": rows, "rss_mb": self_kb / 1024, "child_rss_mb": child_kb / 1024}))
+
+
+def run_child(kind: str, day_dir: Path, workers: int = 1) -> Dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix=f"ingest_{kind}_") as out:
+        p = subprocess.run([sys.executable, __file__, "--child", kind, str(day_dir), out, str(workers)],
+                           capture_output=True, text=True)
+        if p.returncode:
+            raise RuntimeError(f"{kind} run failed:\n{p.stderr[-3000:]}")
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def make_day(folder: Path, base: Path, copies: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "day_0", "wb") as out:
+        for _ in range(copies):
+            with open(base, "rb") as f:
+                shutil.copyfileobj(f, out, 16 << 20)
+    return folder
+
+
+def main(argv=None) -> float:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--small", action="store_true")
+    p.add_argument("--speed-rows", type=int, default=250_000,
+                   help="rows of the speed-test day file (a multiple of 250k; TorchRec's script does ~2-3k rows/s)")
+    p.add_argument("--child", nargs=4, metavar=("KIND", "DAY_DIR", "OUT", "WORKERS"), help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.child:
+        common.quiet()
+        return _child(a.child[0], a.child[1], a.child[2], int(a.child[3]))
+    from recsys_dist.config import SynthConfig
+    from recsys_dist.data.synth import synthesize
+
+    speed_rows, rss_rows = (20_000, 20_000) if a.small else (a.speed_rows, 250_000)
+    rounds = 2
+    workers = os.cpu_count() or 1
+    print(f"machine: {common.machine()}")
+    print(f"settings: speed on a {speed_rows}-row day file ({rounds} alternating rounds); ours with 1 worker "
+          f"and with prepare.workers=0 ({workers} here); RSS at {rss_rows} x 1 / 4 / 16 rows (ours, 1 worker)")
+    with tempfile.TemporaryDirectory(prefix="bench_ingest_") as tmp:
+        tmp = Path(tmp)
+        synthesize(SynthConfig(out_dir=str(tmp / "synth"), days=1, rows_per_day=rss_rows, seed=0))
+        base = tmp / "synth" / "day_0"
+        speed_dir = make_day(tmp / "speed", base, speed_rows // rss_rows)
+        mb = (speed_dir / "day_0").stat().st_size / 1e6
+        res: Dict[str, List[Dict[str, float]]] = {"ours": [], "ours_1w": [], "torchrec": []}
+        for _ in range(rounds):
+            res["ours"].append(run_child("ours", speed_dir, 0))
+            res["torchrec"].append(run_child("torchrec", speed_dir))
+            res["ours_1w"].append(run_child("ours", speed_dir, 1))
+        for k, runs in res.items():
+            for r in runs:
+                if r["rows"] != speed_rows:
+                    raise RuntimeError(f"{k}: wrote {r['rows']} rows, expected {speed_rows}")
+        print(f"day file: {speed_rows} rows, {mb:.0f} MB")
+        for i in range(rounds):
+            o, w, t = res["ours"][i], res["ours_1w"][i], res["torchrec"][i]
+            print(f"round {i}: ours {speed_rows / o['seconds']:,.0f} rows/s (1 worker: "
+                  f"{speed_rows / w['seconds']:,.0f}), torchrec {speed_rows / t['seconds']:,.0f} rows/s; peak RSS "
+                  f"ours {o['rss_mb']:.0f} MB (+ workers {o['child_rss_mb']:.0f} MB each), ours 1 worker "
+                  f"{w['rss_mb']:.0f} MB, torchrec {t['rss_mb']:.0f} MB")
+        base_mb = run_child("baseline", tmp, 1)["rss_mb"]
+        print(f"RSS of our imports alone: {base_mb:.0f} MB")
+        rss = {}
+        for k in (1, 4, 16):
+            d = make_day(tmp / f"rss{k}", base, k)
+            r = run_child("ours", d, 1)
+            rss[k] = r["rss_mb"]
+            (d / "day_0").unlink()
+            print(f"ours at {k:>2}x ({k * rss_rows} rows): peak RSS {r['rss_mb']:.0f} MB "
+                  f"({r['rss_mb'] - base_mb:.0f} MB above the imports), "
+                  f"{k * rss_rows / r['seconds']:,.0f} rows/s")
+    print(f"RSS growth 16x / 1x input above the imports: {(rss[16] - base_mb) / max(rss[1] - base_mb, 1):.2f}")
+    print(f"RSS growth 16x / 1x input (target <= 1.20): {rss[16] / rss[1]:.2f}")
+    speed_1w = statistics.median(t["seconds"] / w["seconds"] for t, w in zip(res["torchrec"], res["ours_1w"]))
+    print(f"ratio ours (1 worker) / torchrec rows/s: {speed_1w:.2f}")
+    ratio = statistics.median(t["seconds"] / o["seconds"] for t, o in zip(res["torchrec"], res["ours"]))
+    print(f"ratio ours (prepare.workers=0) / torchrec rows/s (target >= 5): {ratio:.2f}")
+    return ratio
+
+
+if __name__ == "__main__":
+    main()
