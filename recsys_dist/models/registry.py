@@ -20,6 +20,7 @@ ARCHES: Dict[str, str] = {
     "xdeepint": "recsys_dist.models.pin:XDeepIntArch",
     "dynint": "recsys_dist.models.dynint:DynIntArch",
     "deepmr": "recsys_dist.models.deepmr:DeepMRArch",
+    "optinter": "recsys_dist.models.optinter:OptInterArch",
 }
 
 

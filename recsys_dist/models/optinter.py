@@ -1,0 +1,279 @@
+"""OptInter (Lyu et al., "Memorize, Factorize, or be Naive: Learning Optimal Feature Interaction Methods for CTR
+Prediction", ICDE 2022): per feature pair, memorize (a cross-product table), factorize (Hadamard product), or
+nothing (naive), searched with Gumbel-softmax and then re-trained with the chosen method.
+
+The cross tables are ordinary tables of the sharded EmbeddingBagCollection (recsys_dist.data.cross_features makes
+the "CixCj" features); their pooled embeddings arrive in `embeddings` after the base fields. This file holds the
+combination block (eq. 14-19) and the classifier (eq. 9-12).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from recsys_dist.models.arch import ArchInputs, DenseArch
+from recsys_dist.models.numeric_fields import NumericFields
+
+METHODS = ("memorize", "factorize", "naive")  # k in K, in the order of alpha's columns
+FIXED = ("memorize", "factorize", "naive")
+
+
+class CombinationBlock(nn.Module):
+    """Feature interaction embeddings e^b of P pairs (OptInter eq. 14-19).
+
+        e^f_(i,j) = e^o_i (Hadamard) e^o_j                                            (14)
+        e^b_(i,j) in {e^m_(i,j), e^f_(i,j), e^n}, e^n = 0                             (15)
+        search:  g = -log(-log(u)), u ~ U(0, 1)                                       (16)
+                 p^k_(i,j) = softmax_k((log alpha^k_(i,j) + g^k_(i,j)) / tau)           (17)
+                 e^b_(i,j) = p^m e^m_(i,j) + p^f e^f_(i,j) + p^n e^n                  (18)
+        fixed:   e^b_(i,j) = e^{k*}_(i,j), k* = argmax_k alpha^k_(i,j)                 (19)
+
+    `alpha` here is the unconstrained log alpha (logits); the Gumbel noise is drawn in training only (eval uses
+    the noiseless softmax). In fixed mode naive pairs are dropped (a zero vector carries nothing), so the output
+    holds only the memorized and factorized pairs.
+
+    Args:
+        pairs: P pairs (i, j) as indices into the base fields e^o.
+        methods: "search", or one method per pair from memorize | factorize | naive.
+        memorized: for each pair, its index into the memorized embeddings e^m, or -1 (no cross table).
+        tau, tau_min, tau_decay: temperature tau_t = max(tau_min, tau - tau_decay * t) at training step t.
+        gumbel: add the Gumbel noise of eq. 16 (search only).
+
+    Shapes: forward(e_o [B, M, D], e_m [B, P_m, D]) -> e_b [B, P_out, D] (P_out = P in search, else the
+    memorized + factorized pairs, in pair order).
+
+    Example:
+        >>> blk = CombinationBlock([(0, 1), (0, 2)], "search", memorized=[0, 1])
+        >>> blk(torch.randn(4, 3, 8), torch.randn(4, 2, 8)).shape
+        torch.Size([4, 2, 8])
+    """
+
+    def __init__(self, pairs: Sequence[Tuple[int, int]], methods: Any, memorized: Sequence[int],
+                 tau: float = 1.0, tau_min: float = 0.01, tau_decay: float = 0.0, gumbel: bool = True) -> None:
+        super().__init__()
+        self.search = methods == "search"
+        if not self.search and len(methods) != len(pairs):
+            raise ValueError(f"{len(pairs)} pairs but {len(methods)} methods")
+        if len(memorized) != len(pairs):
+            raise ValueError(f"{len(pairs)} pairs but {len(memorized)} memorized indices")
+        needs_table = range(len(pairs)) if self.search else [k for k, m in enumerate(methods) if m == "memorize"]
+        lacking = [pairs[k] for k in needs_table if memorized[k] < 0]
+        if lacking:
+            raise ValueError(f"pairs {lacking[:5]} need a memorized (cross) embedding but have none")
+        if tau <= 0 or tau_min <= 0 or tau_decay < 0:
+            raise ValueError(f"need tau > 0, tau_min > 0, tau_decay >= 0; got {tau}, {tau_min}, {tau_decay}")
+        self.methods = None if self.search else list(methods)
+        self.tau, self.tau_min, self.tau_decay, self.gumbel = float(tau), float(tau_min), float(tau_decay), gumbel
+        kept = list(range(len(pairs))) if self.search else [k for k, m in enumerate(methods) if m != "naive"]
+        self.num_pairs, self.num_out = len(pairs), len(kept)
+        i = torch.tensor([pairs[k][0] for k in kept], dtype=torch.long)
+        j = torch.tensor([pairs[k][1] for k in kept], dtype=torch.long)
+        mem = torch.tensor([max(memorized[k], 0) for k in kept], dtype=torch.long)
+        use_mem = torch.tensor([self.search or methods[k] == "memorize" for k in kept])
+        self.register_buffer("i", i, persistent=False)
+        self.register_buffer("j", j, persistent=False)
+        self.register_buffer("mem", mem, persistent=False)
+        self.register_buffer("use_mem", use_mem.view(1, -1, 1), persistent=False)
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.alpha = nn.Parameter(torch.zeros(len(pairs), len(METHODS))) if self.search else None
+
+    def temperature(self) -> float:
+        return max(self.tau_min, self.tau - self.tau_decay * int(self.step))
+
+    def weights(self, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """p [P, 3] of eq. 17 (columns in METHODS order); `noise` is g of eq. 16 (None: no noise)."""
+        logits = self.alpha if noise is None else self.alpha + noise
+        return torch.softmax(logits / self.temperature(), dim=-1)
+
+    def forward(self, e_o: torch.Tensor, e_m: torch.Tensor) -> torch.Tensor:
+        e_f = e_o[:, self.i] * e_o[:, self.j]  # eq. 14
+        if not self.search:  # eq. 19: memorized or factorized, naive pairs already dropped
+            if e_m.shape[1] == 0:
+                return e_f
+            return torch.where(self.use_mem, e_m[:, self.mem], e_f)
+        e_mem = e_m[:, self.mem]
+        noise = None
+        if self.training and self.gumbel:
+            u = torch.rand_like(self.alpha).clamp_(1e-10, 1.0 - 1e-7)
+            noise = -torch.log(-torch.log(u))  # eq. 16
+        p = self.weights(noise)
+        if self.training:
+            with torch.no_grad():
+                self.step += 1
+        # eq. 18 (p^n e^n = 0)
+        return p[:, 0].view(1, -1, 1) * e_mem + p[:, 1].view(1, -1, 1) * e_f
+
+    def chosen(self) -> List[str]:
+        """The method per pair: argmax_k alpha (eq. 19) in search, else the fixed ones."""
+        if not self.search:
+            return list(self.methods)
+        return [METHODS[k] for k in self.alpha.detach().argmax(dim=-1).tolist()]
+
+
+class LayerNormMLP(nn.Module):
+    """OptInter's classifier (eq. 9-12): a^(l+1) = LN(relu(W^(l) a^(l) + b^(l))), a^0 = e; logit = w^T a^(h) + b
+    (y_hat = sigmoid(logit), applied by the loss). Xavier-uniform weights, as the paper's setup.
+
+    Args:
+        in_features: width of e; hidden: widths of the LN layers (e.g. [700] * 5); layer_norm: False drops LN.
+    Shapes: forward(e [B, in_features]) -> logits [B].
+
+    Example:
+        >>> LayerNormMLP(6, [8, 8])(torch.randn(3, 6)).shape
+        torch.Size([3])
+    """
+
+    def __init__(self, in_features: int, hidden: Sequence[int], layer_norm: bool = True) -> None:
+        super().__init__()
+        layers: List[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            if not isinstance(h, int) or h <= 0:
+                raise ValueError(f"optinter: mlp widths must be positive integers, got {list(hidden)}")
+            layers += [nn.Linear(width, h), nn.ReLU()] + ([nn.LayerNorm(h)] if layer_norm else [])
+            width = h
+        self.hidden = nn.Sequential(*layers)
+        self.out = nn.Linear(width, 1)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return self.out(self.hidden(e)).squeeze(-1)
+
+
+def split_features(names: Sequence[str]) -> Tuple[List[str], Dict[str, Tuple[str, str]]]:
+    """Feature names -> (base fields, {cross name "AxB": (A, B)}): a cross is a name "AxB" with A and B among the
+    other names (recsys_dist.data.cross_features names them so)."""
+    present = set(names)
+    crosses: Dict[str, Tuple[str, str]] = {}
+    for n in names:
+        for k, ch in enumerate(n):
+            if ch == "x" and n[:k] in present and n[k + 1:] in present:
+                crosses[n] = (n[:k], n[k + 1:])
+                break
+    return [n for n in names if n not in crosses], crosses
+
+
+class OptInterArch(DenseArch):
+    """OptInter: e = [e^o, e^b] -> LN-MLP -> logit (eq. 9-12), e^b from the CombinationBlock (eq. 14-19).
+
+    e^o are the base sparse fields plus, if num_dense > 0, one field x_k v_k per numeric feature (the paper's
+    eq. 20 way of embedding a continuous feature: its value times a learned vector). Pairs are crossed among the
+    base sparse fields only.
+
+    Args:
+        inputs: ArchInputs; feature names "AxB" are cross features (their embeddings are e^m).
+        methods: "search" (Algorithm 1: all pairs with a cross table, 3 candidates each, Gumbel-softmax over alpha),
+            "memorize" (OptInter-M: every cross table present), "factorize" (OptInter-F: every pair of base
+            fields), "naive" (no interaction embeddings), or the path of an architecture JSON written by a search
+            (Algorithm 2: the chosen method per pair; its memorized pairs must have tables, i.e.
+            `data.cross_pairs` = the same JSON).
+        mlp: hidden widths of the classifier (Table IV Criteo: [700] * 5); layer_norm: LN in each layer.
+        tau, tau_min, tau_decay, gumbel: the search's temperature schedule and noise (CombinationBlock).
+
+    Shapes: forward(dense [B, num_dense], embeddings [B, F, D]) -> logits [B].
+
+    Example:
+        >>> arch = OptInterArch(ArchInputs(2, ("C1", "C2", "C3", "C1xC2", "C2xC3"), 4), methods="search", mlp=[8])
+        >>> arch(torch.rand(5, 2), torch.randn(5, 5, 4)).shape
+        torch.Size([5])
+        >>> export = arch.export_architecture()  # {"methods": {"C1xC2": ...}, "counts": [m, f, n], ...}
+    """
+
+    def __init__(self, inputs: ArchInputs, methods: str = "search", mlp: Sequence[int] = (700,) * 5,
+                 layer_norm: bool = True, tau: float = 1.0, tau_min: float = 0.01, tau_decay: float = 0.0,
+                 gumbel: bool = True) -> None:
+        super().__init__(inputs)
+        base, crosses = split_features(inputs.feature_names)
+        if len(base) < 2 and methods != "naive":
+            raise ValueError(f"optinter: needs at least 2 base sparse fields to cross, got {base}")
+        names = list(inputs.feature_names)
+        self.register_buffer("base_idx", torch.tensor([names.index(n) for n in base], dtype=torch.long),
+                             persistent=False)
+        self.register_buffer("cross_idx", torch.tensor([names.index(n) for n in crosses], dtype=torch.long),
+                             persistent=False)
+        cross_names = list(crosses)
+        pos = {n: k for k, n in enumerate(base)}
+        if methods in ("search", "memorize"):
+            if not crosses:
+                raise ValueError(f"optinter: methods={methods!r} needs cross tables; set data.cross_pairs "
+                                 "(e.g. all)")
+            pair_names = cross_names
+            pairs = [crosses[n] for n in cross_names]
+            per_pair: Any = "search" if methods == "search" else ["memorize"] * len(pairs)
+        elif methods in ("factorize", "naive"):
+            if crosses:
+                raise ValueError(f"optinter: methods={methods!r} uses no cross tables but the inputs have "
+                                 f"{len(crosses)} ({cross_names[:3]}...); unset data.cross_pairs")
+            pairs = [(base[a], base[b]) for a in range(len(base)) for b in range(a + 1, len(base))]
+            pair_names = [f"{a}x{b}" for a, b in pairs]
+            per_pair = [methods] * len(pairs)
+        elif isinstance(methods, str) and methods.endswith(".json"):
+            arch = _read_architecture(methods)
+            pair_names = list(arch["methods"])
+            pairs = [tuple(arch["pairs"][n]) for n in pair_names]
+            per_pair = [arch["methods"][n] for n in pair_names]
+            for (a, b), n in zip(pairs, pair_names):
+                if a not in pos or b not in pos:
+                    raise ValueError(f"optinter: {methods}: pair {n} uses fields not in the inputs ({a}, {b})")
+            want = {n for n, m in zip(pair_names, per_pair) if m == "memorize"}
+            if want != set(cross_names):
+                raise ValueError(
+                    f"optinter: {methods} memorizes {len(want)} pairs but the inputs have {len(crosses)} cross "
+                    f"tables (missing: {sorted(want - set(cross_names))[:5]}, unused: "
+                    f"{sorted(set(cross_names) - want)[:5]}); set data.cross_pairs to the same JSON")
+        else:
+            raise ValueError(f"optinter: methods={methods!r} is not search | memorize | factorize | naive | "
+                             "a path to an architecture .json")
+        self.mode = methods if methods in FIXED + ("search",) else "retrain"
+        self.source = str(methods)
+        self.pair_names = pair_names
+        self.pairs = [tuple(p) for p in pairs]
+        mem_pos = {n: k for k, n in enumerate(cross_names)}
+        memorized = [mem_pos.get(n, -1) for n in pair_names]
+        self.combination = CombinationBlock([(pos[a], pos[b]) for a, b in self.pairs], per_pair, memorized,
+                                            tau=tau, tau_min=tau_min, tau_decay=tau_decay, gumbel=gumbel)
+        self.numeric = NumericFields(inputs.num_dense, inputs.embedding_dim)
+        width = (inputs.num_dense + len(base) + self.combination.num_out) * inputs.embedding_dim
+        self.classifier = LayerNormMLP(width, list(mlp), layer_norm)
+
+    def forward(self, dense: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        e_o = embeddings[:, self.base_idx]
+        e_b = self.combination(e_o, embeddings[:, self.cross_idx])
+        e = torch.cat([self.numeric(dense, e_o), e_b], dim=1)  # [e^o, e^b], numeric fields first
+        return self.classifier(e.flatten(1))
+
+    def architecture_parameters(self) -> List[nn.Parameter]:
+        return [self.combination.alpha] if self.combination.alpha is not None else []
+
+    def export_architecture(self) -> Dict[str, Any]:
+        """The chosen method per pair (eq. 19) and the counts [memorize, factorize, naive] as Table VI."""
+        chosen = self.combination.chosen()
+        out: Dict[str, Any] = {
+            "arch": "optinter",
+            "mode": self.mode,
+            "counts": [chosen.count(m) for m in METHODS],
+            "count_order": list(METHODS),
+            "methods": dict(zip(self.pair_names, chosen)),
+            "pairs": {n: list(p) for n, p in zip(self.pair_names, self.pairs)},
+        }
+        if self.combination.alpha is not None:
+            out["alpha"] = {n: [round(float(x), 6) for x in row]
+                            for n, row in zip(self.pair_names, self.combination.alpha.detach().tolist())}
+        return out
+
+
+def _read_architecture(path: str) -> Dict[str, Any]:
+    from recsys_dist.data.cross_features import read_architecture  # one reader of the file format
+
+    try:
+        return read_architecture(path)
+    except Exception as e:  # ConfigError is a ValueError; keep the message
+        raise ValueError(str(e)) from None
