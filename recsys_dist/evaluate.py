@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from recsys_dist.config import ConfigError, JobConfig
 from recsys_dist.dist_env import init_distributed, set_threads
 from recsys_dist.job import build_sharded_model, load_checkpoint
 
 
-def evaluate(cfg: JobConfig, checkpoint: str | Path, split: str = "test") -> Dict[str, Any]:
+def evaluate(cfg: JobConfig, checkpoint: str | Path, split: str = "test",
+             predictions: Optional[str | Path] = None) -> Dict[str, Any]:
+    """Metrics of `checkpoint` on `split`; with `predictions`, also writes every row's prediction there (Parquet,
+    in the split's row order, padding excluded: recsys_dist.predictions)."""
     ckpt = Path(checkpoint)
     if not ckpt.is_dir():
         raise ConfigError(f"checkpoint {ckpt}: not found (expected the checkpoint/ folder of a train run)")
@@ -21,6 +24,15 @@ def evaluate(cfg: JobConfig, checkpoint: str | Path, split: str = "test") -> Dic
     info = load_checkpoint(built, ckpt, cfg=cfg, restore_rng=False)  # refuses another model's checkpoint
     from recsys_dist.train import evaluate_split
 
-    metrics = evaluate_split(built, cfg, env, split)
+    if predictions is None:
+        metrics = evaluate_split(built, cfg, env, split)
+    else:
+        from recsys_dist.metrics import binary_metrics
+        from recsys_dist.predictions import predict_split, write_predictions
+
+        scored = predict_split(built, cfg, env, split)
+        metrics = binary_metrics(scored)
+        if env.is_main:
+            metrics["predictions"] = str(write_predictions(scored, predictions))
     return {"split": split, "checkpoint": str(ckpt), "step": info.get("step"), "world_size": env.world_size,
             **metrics}

@@ -1,4 +1,5 @@
-"""Convert raw Criteo TSV (day_N / train.txt, optionally .gz) into Parquet shards + metadata.json.
+"""Convert raw Criteo TSV (day_N / train.txt, optionally .gz), or your own CSV / Parquet click log described by a
+schema file (--schema, see docs/own_data.md), into Parquet shards + metadata.json.
 
 Categorical fields: hash (id = int(hex, 16) mod prepare.hash_cap, empty -> 0) or vocab (0 empty, 1 OOV, 2.. values
 seen >= prepare.min_count times in the train split). Dense fields: log (ln(1 + max(x, 0))) or bucketize
@@ -10,6 +11,7 @@ examples:
   recsys-dist prepare --input data/raw --out data/prepared
   recsys-dist prepare --input day_0.gz day_1.gz day_2.gz prepare.categorical=vocab prepare.min_count=20
   recsys-dist prepare --input train.txt prepare.dense=bucketize prepare.split=ratio --strict
+  recsys-dist prepare --schema schema.yaml --input clicks.csv --out data/own     # your own data
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import sys
 from recsys_dist.cli.common import config_from_args
 
 FLAGS = (("input", "prepare.input"), ("out", "prepare.out_dir"), ("strict", "prepare.strict"),
-         ("workers", "prepare.workers"), ("categorical", "prepare.categorical"), ("dense", "prepare.dense"))
+         ("workers", "prepare.workers"), ("categorical", "prepare.categorical"), ("dense", "prepare.dense"),
+         ("schema", "prepare.schema"))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="processes, 0 = one per core (prepare.workers)")
     p.add_argument("--categorical", choices=("hash", "vocab"), help="prepare.categorical")
     p.add_argument("--dense", choices=("log", "bucketize"), help="prepare.dense")
+    p.add_argument("--schema", metavar="YAML", help="own CSV / Parquet data: its schema file (prepare.schema); "
+                   "the Criteo options above then do not apply")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +42,12 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args, FLAGS).prepare
     try:
-        md = prepare_criteo(cfg)
+        if cfg.schema:
+            from recsys_dist.data.tabular_prepare import prepare_tabular
+
+            md = prepare_tabular(cfg)
+        else:
+            md = prepare_criteo(cfg)
     except PrepareError as e:
         print(f"recsys-dist prepare: error: {e}", file=sys.stderr)
         return 1

@@ -1,0 +1,319 @@
+"""The schema file of `recsys-dist prepare --schema`: which columns of your own CSV / Parquet click log are what.
+
+    label: "rating >= 4"          # a 0/1 column (label: clicked), or a rule `column OP number` binarizing one
+    timestamp: ts                 # optional: time-ordered split (oldest rows train); else a seeded random split
+    split: {val: 0.1, test: 0.1, seed: 0}   # optional; default prepare.val_ratio / test_ratio / seed
+    csv: {delimiter: ",", header: true}     # optional; without a header give `columns: [...]`
+    categorical:                  # one id per row
+      - {column: user_id, min_count: 2, name: user}    # vocab: values seen >= min_count times in train
+      - {column: item_id, hash_cap: 100000, embedding_dim: 16}
+    multi_valued:                 # several ids per row, pooled by the EmbeddingBag
+      - {column: genres, separator: "|", pooling: mean, max_length: 5}
+    numeric:
+      - {column: price, transform: log}          # none | log | minmax | bucketize
+    cross_pairs: [[user, item_id]]               # OptInter's cross fields, by feature name
+
+`load_schema(path)` parses and validates it (never evaluates anything: the label rule is a three-token
+comparison); every error names the schema file, its line and the key, e.g.
+`schema.yaml:9: numeric[0].transform='sqrt' is not one of none, log, minmax, bucketize`.
+Whether the columns exist is checked against the input files by tabular_prepare.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
+
+from recsys_dist.data.bad_rows import PrepareError
+
+TRANSFORMS = ("none", "log", "minmax", "bucketize")
+POOLINGS = ("sum", "mean")
+OPS = (">=", "<=", "==", "!=", ">", "<")
+TOP_KEYS = ("label", "timestamp", "split", "csv", "categorical", "multi_valued", "numeric", "cross_pairs")
+_RULE = re.compile(r"^\s*(?P<col>[^<>=!]+?)\s*(?P<op>>=|<=|==|!=|>|<)\s*"
+                   r"(?P<num>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+class SchemaError(PrepareError):
+    """The schema file is invalid, or does not fit the input files (a column that does not exist, ...)."""
+
+
+@dataclass
+class LabelSpec:
+    """The label: column values 0 / 1, or `column op threshold` (1 where true, e.g. rating >= 4)."""
+
+    column: str
+    op: Optional[str] = None
+    threshold: Optional[float] = None
+
+    def describe(self) -> str:
+        return self.column if self.op is None else f"{self.column} {self.op} {self.threshold:g}"
+
+
+@dataclass
+class CategoricalSpec:
+    """A categorical field: ids by vocabulary (min_count) or by hashing (hash_cap); one or several per row."""
+
+    name: str  # feature name in the prepared dataset
+    column: str
+    min_count: Optional[int] = None  # vocab: 0 empty, 1 OOV, 2.. values seen >= min_count times in train
+    hash_cap: Optional[int] = None  # hash: id = hash(value) mod hash_cap, empty -> 0
+    embedding_dim: Optional[int] = None
+    multi_valued: bool = False
+    separator: str = "|"  # multi-valued, in a CSV (or Parquet string) column
+    pooling: str = "sum"  # multi-valued: sum | mean
+    max_length: Optional[int] = None  # multi-valued: keep the first max_length ids of a row
+
+    @property
+    def encoding(self) -> str:
+        return "hash" if self.hash_cap is not None else "vocab"
+
+
+@dataclass
+class NumericSpec:
+    name: str
+    column: str
+    transform: str = "none"  # none | log | minmax | bucketize (-> a sparse feature of Criteo-winner buckets)
+
+
+@dataclass
+class Schema:
+    label: LabelSpec
+    categorical: List[CategoricalSpec]  # single- and multi-valued, in file order (single first)
+    numeric: List[NumericSpec]
+    timestamp: Optional[str] = None
+    val_ratio: Optional[float] = None  # None: prepare.val_ratio
+    test_ratio: Optional[float] = None
+    seed: Optional[int] = None
+    csv_delimiter: str = ","
+    csv_header: bool = True
+    csv_columns: Optional[List[str]] = None  # column names when the CSV has no header
+    cross_pairs: List[Tuple[str, str]] = field(default_factory=list)
+    path: str = "schema.yaml"
+    lines: Dict[str, int] = field(default_factory=dict, repr=False)  # key path -> line in the file
+
+    def where(self, key: str) -> str:
+        """`file:line` of a key path such as `numeric[1].column` (the file alone if unknown)."""
+        k = key
+        while k and k not in self.lines:
+            k = k.rsplit(".", 1)[0] if "." in k else (k.rsplit("[", 1)[0] if "[" in k else "")
+        return f"{self.path}:{self.lines[k]}" if k else self.path
+
+    def columns(self) -> Dict[str, str]:
+        """Raw column -> the key path that first names it (for error messages)."""
+        out: Dict[str, str] = {}
+        out.setdefault(self.label.column, "label")
+        if self.timestamp is not None:
+            out.setdefault(self.timestamp, "timestamp")
+        for i, c in enumerate(self.single()):
+            out.setdefault(c.column, f"categorical[{i}].column")
+        for i, c in enumerate(self.multi()):
+            out.setdefault(c.column, f"multi_valued[{i}].column")
+        for i, n in enumerate(self.numeric):
+            out.setdefault(n.column, f"numeric[{i}].column")
+        return out
+
+    def single(self) -> List[CategoricalSpec]:
+        return [c for c in self.categorical if not c.multi_valued]
+
+    def multi(self) -> List[CategoricalSpec]:
+        return [c for c in self.categorical if c.multi_valued]
+
+    def dense(self) -> List[NumericSpec]:
+        return [n for n in self.numeric if n.transform != "bucketize"]
+
+    def bucketized(self) -> List[NumericSpec]:
+        return [n for n in self.numeric if n.transform == "bucketize"]
+
+    def as_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d.pop("lines")
+        d["cross_pairs"] = [list(p) for p in self.cross_pairs]
+        return d
+
+
+# -- parsing ------------------------------------------------------------------------------------------------
+def _key_lines(node: Any, prefix: str, out: Dict[str, int]) -> None:
+    """Line (1-based) of every key path in a composed YAML node tree."""
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            path = f"{prefix}.{k.value}" if prefix else str(k.value)
+            out[path] = k.start_mark.line + 1
+            _key_lines(v, path, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            out[f"{prefix}[{i}]"] = v.start_mark.line + 1
+            _key_lines(v, f"{prefix}[{i}]", out)
+
+
+class _Reader:
+    def __init__(self, path: str, lines: Dict[str, int]) -> None:
+        self.path, self.lines = path, lines
+
+    def fail(self, key: str, msg: str) -> SchemaError:
+        probe = Schema(LabelSpec(""), [], [], path=self.path, lines=self.lines)
+        return SchemaError(f"{probe.where(key)}: {key}{msg}")
+
+    def mapping(self, value: Any, key: str, allowed: Tuple[str, ...]) -> Dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key, f"={value!r}: expected a mapping with keys {', '.join(allowed)}")
+        for k in value:
+            if k not in allowed:
+                raise self.fail(f"{key}.{k}" if key else str(k), f": unknown key; expected one of {', '.join(allowed)}")
+        return value
+
+    def string(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, f"={value!r}: expected a non-empty string")
+        return value
+
+    def integer(self, value: Any, key: str, low: int) -> Optional[int]:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise self.fail(key, f"={value!r}: expected an integer >= {low}")
+        return value
+
+    def ratio(self, value: Any, key: str) -> Optional[float]:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise self.fail(key, f"={value!r}: expected a number in [0, 1)")
+        return float(value)
+
+    def choice(self, value: Any, key: str, choices: Tuple[str, ...]) -> str:
+        if value not in choices:
+            raise self.fail(key, f"={value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def items(self, value: Any, key: str) -> List[Any]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.fail(key, f": expected a list, got {type(value).__name__}")
+        return value
+
+
+def parse_label(text: Any, r: _Reader) -> LabelSpec:
+    text = r.string(text, "label")
+    m = _RULE.match(text)
+    if m:
+        return LabelSpec(m.group("col").strip().strip('"'), m.group("op"), float(m.group("num")))
+    if any(c in text for c in "<>=!"):
+        raise r.fail("label", f"={text!r}: a rule must be `column OP number` with OP one of {' '.join(OPS)}, "
+                              "e.g. \"rating >= 4\"")
+    return LabelSpec(text)
+
+
+def _categorical(item: Any, key: str, r: _Reader, multi: bool) -> CategoricalSpec:
+    allowed = ("column", "name", "min_count", "hash_cap", "embedding_dim")
+    if multi:
+        allowed += ("separator", "pooling", "max_length")
+    d = r.mapping(item, key, allowed)
+    col = r.string(d.get("column"), f"{key}.column")
+    spec = CategoricalSpec(
+        name=r.string(d.get("name", col), f"{key}.name"), column=col,
+        min_count=r.integer(d.get("min_count"), f"{key}.min_count", 1),
+        hash_cap=r.integer(d.get("hash_cap"), f"{key}.hash_cap", 1),
+        embedding_dim=r.integer(d.get("embedding_dim"), f"{key}.embedding_dim", 1), multi_valued=multi)
+    if spec.min_count is not None and spec.hash_cap is not None:
+        raise r.fail(key, ": give min_count (vocabulary) or hash_cap (hashing), not both")
+    if spec.hash_cap is None and spec.min_count is None:
+        spec.min_count = 1
+    if multi:
+        spec.separator = r.string(d.get("separator", "|"), f"{key}.separator")
+        spec.pooling = r.choice(d.get("pooling", "sum"), f"{key}.pooling", POOLINGS)
+        spec.max_length = r.integer(d.get("max_length"), f"{key}.max_length", 1)
+    return spec
+
+
+def parse_schema(raw: Any, path: str = "schema.yaml", lines: Optional[Dict[str, int]] = None) -> Schema:
+    """A parsed YAML document -> Schema, validated (see the module docstring)."""
+    r = _Reader(path, lines or {})
+    d = r.mapping(raw, "", TOP_KEYS)
+    if "label" not in d:
+        raise SchemaError(f"{path}: no `label:` (a 0/1 column, or a rule such as \"rating >= 4\")")
+    label = parse_label(d["label"], r)
+    cats = [_categorical(x, f"categorical[{i}]", r, False) for i, x in enumerate(r.items(d.get("categorical"),
+                                                                                          "categorical"))]
+    cats += [_categorical(x, f"multi_valued[{i}]", r, True) for i, x in enumerate(r.items(d.get("multi_valued"),
+                                                                                          "multi_valued"))]
+    nums = []
+    for i, x in enumerate(r.items(d.get("numeric"), "numeric")):
+        key = f"numeric[{i}]"
+        nd = r.mapping(x, key, ("column", "name", "transform"))
+        col = r.string(nd.get("column"), f"{key}.column")
+        nums.append(NumericSpec(r.string(nd.get("name", col), f"{key}.name"), col,
+                                r.choice(nd.get("transform", "none"), f"{key}.transform", TRANSFORMS)))
+    if not cats and not nums:
+        raise SchemaError(f"{path}: no features: give categorical, multi_valued and/or numeric fields")
+    s = Schema(label, cats, nums, path=path, lines=lines or {})
+    if "timestamp" in d:
+        s.timestamp = r.string(d["timestamp"], "timestamp")
+    if "split" in d:
+        sp = r.mapping(d["split"], "split", ("val", "test", "seed"))
+        s.val_ratio, s.test_ratio = r.ratio(sp.get("val"), "split.val"), r.ratio(sp.get("test"), "split.test")
+        s.seed = r.integer(sp.get("seed"), "split.seed", 0)
+        if (s.val_ratio or 0) + (s.test_ratio or 0) >= 1:
+            raise r.fail("split", f": val + test = {(s.val_ratio or 0) + (s.test_ratio or 0)} must be < 1")
+    if "csv" in d:
+        c = r.mapping(d["csv"], "csv", ("delimiter", "header", "columns"))
+        s.csv_delimiter = r.string(c.get("delimiter", ","), "csv.delimiter")
+        if len(s.csv_delimiter) != 1:
+            raise r.fail("csv.delimiter", f"={s.csv_delimiter!r}: expected one character")
+        header = c.get("header", True)
+        if not isinstance(header, bool):
+            raise r.fail("csv.header", f"={header!r}: expected true or false")
+        s.csv_header = header
+        if "columns" in c:
+            s.csv_columns = [r.string(v, f"csv.columns[{i}]") for i, v in enumerate(r.items(c["columns"],
+                                                                                            "csv.columns"))]
+        if not s.csv_header and not s.csv_columns:
+            raise r.fail("csv", ": header: false needs `columns: [...]` (the names of the CSV columns)")
+    for i, c in enumerate(s.multi()):
+        if c.separator == s.csv_delimiter:
+            raise r.fail(f"multi_valued[{i}].separator", f"={c.separator!r} is also the CSV delimiter")
+    names = ["label"] + [c.name for c in s.categorical] + [n.name for n in s.numeric]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise SchemaError(f"{path}: feature name(s) {dup} given twice ('label' is the label's); set `name:` apart")
+    single = {c.name for c in s.single()} | {n.name for n in s.bucketized()}
+    for i, p in enumerate(r.items(d.get("cross_pairs"), "cross_pairs")):
+        key = f"cross_pairs[{i}]"
+        if not (isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)):
+            raise r.fail(key, f"={p!r}: expected a pair [field_a, field_b]")
+        for x in p:
+            if x not in single:
+                raise r.fail(key, f": {x!r} is not a single-valued categorical (or bucketized) field; "
+                                  f"crossable: {', '.join(sorted(single))}")
+        if p[0] == p[1]:
+            raise r.fail(key, f": {p[0]!r} crossed with itself")
+        s.cross_pairs.append((p[0], p[1]))
+    return s
+
+
+def load_schema(path: str | Path) -> Schema:
+    p = Path(path)
+    if not p.is_file():
+        raise SchemaError(f"{p}: schema file not found")
+    text = p.read_text()
+    try:
+        raw = yaml.safe_load(text)
+        lines: Dict[str, int] = {}
+        _key_lines(yaml.compose(text), "", lines)
+    except yaml.YAMLError as e:
+        raise SchemaError(f"{p}: not valid YAML: {e}") from None
+    return parse_schema(raw, str(p), lines)
+
+
+def rule_holds(values: Any, op: str, threshold: float) -> Any:
+    """Elementwise `values op threshold` (numpy), the label rule's comparison."""
+    import operator
+
+    fn = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne, ">": operator.gt,
+          "<": operator.lt}[op]
+    return fn(values, threshold)

@@ -1,0 +1,558 @@
+"""`recsys-dist prepare --schema`: your own CSV / Parquet click log + a schema file -> Parquet shards + metadata.json.
+
+    out_dir/metadata.json                           the same contract as for Criteo (recsys_dist.data.metadata)
+    out_dir/{train,val,test}/part-NNNNN.parquet     label int8, dense float32, sparse int64, multi-valued
+                                                    list<int64>, in schema order
+
+Inputs: files or folders (a folder contributes its *.csv, *.tsv, *.txt, their .gz, and *.parquet / *.pq files,
+by name). CSV is read with pyarrow's streaming reader in 8 MiB blocks (quoted fields allowed, no newlines inside
+values); Parquet batch by batch. Rows are written in input order as row groups of ROW_GROUP_ROWS, so memory is
+bounded by a block, a row group and the vocabularies, whatever the input size; the same rows as CSV or as
+Parquet give the same files.
+
+Passes (only those needed): 1. timestamps (time split) -> split cutoffs; 2. vocabulary counts and min / max over
+the train rows (min_count fields, minmax numerics); 3. encode + write. Ids: see recsys_dist.data.schema_file and
+docs/own_data.md (vocab: 0 empty, 1 OOV, 2.. by train count; hash: key mod hash_cap, empty 0; bucketize: the
+Criteo layout of criteo_encode). Numeric transforms: none (x), log (ln(1 + max(x, 0))), minmax
+((x - min) / (max - min) over train, clipped to [0, 1]), bucketize; an empty numeric field is 0 (bucket id 0).
+
+Split: with `timestamp`, train = rows before the (1 - val - test) quantile of the timestamps, val = up to the
+(1 - test) quantile, test = the rest (quantiles exact up to SAMPLE_ROWS rows, else from a uniform sample of that
+many); without, each row goes to val / test / train with probabilities val / test / rest from a generator seeded
+by (seed, file index), as for Criteo.
+
+Bad rows (the Criteo bad-row policy, recsys_dist.data.bad_rows): a CSV line with the wrong number of fields, an
+empty line, a label that is empty / not 0 or 1 / not a number for the rule, a numeric field that is not a number,
+a timestamp that does not parse. Each is counted, skipped and reported as `file:line: column='value': expected
+...` (for Parquet input the number is the 1-based row); with `strict` the first raises PrepareError. Schema errors
+(SchemaError: a column missing from a file, a column of the wrong type, a label column that is not binary in
+most rows of the first block, and whatever schema_file refuses) stop before any output is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from recsys_dist.config import PrepareConfig
+from recsys_dist.data import criteo_encode as enc
+from recsys_dist.data.bad_rows import MAX_SAMPLES, BadRows, PrepareError
+from recsys_dist.data.metadata import SPLITS, Metadata, SparseFeature, SplitInfo
+from recsys_dist.data.raw_files import open_raw, physical_lines
+from recsys_dist.data.schema_file import CategoricalSpec, Schema, SchemaError, load_schema, rule_holds
+from recsys_dist.data.tabular_encode import hash_strings, parse_numbers, parse_timestamps, split_lists
+
+BLOCK_BYTES = 8 << 20  # CSV reader block
+PARQUET_BATCH_ROWS = 65536
+ROW_GROUP_ROWS = 65536  # output row group (the input pipeline's unit of reading and shuffling)
+SAMPLE_ROWS = 1 << 20  # timestamps kept to find the time-split cutoffs
+_CSV_EXT = (".csv", ".tsv", ".txt")
+_PARQUET_EXT = (".parquet", ".pq")
+
+
+# -- inputs ---------------------------------------------------------------------------------------------------
+def _kind(path: str) -> Optional[str]:
+    name = path[:-3] if path.endswith(".gz") else path
+    if name.endswith(_CSV_EXT):
+        return "csv"
+    if name.endswith(_PARQUET_EXT) and not path.endswith(".gz"):
+        return "parquet"
+    return None
+
+
+def discover_inputs(inputs: List[str]) -> List[str]:
+    """Files as given; a folder contributes its CSV / TSV / Parquet files (by name)."""
+    if not inputs:
+        raise PrepareError("prepare.input is empty: give CSV / Parquet files or folders of them")
+    found: List[str] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            kids = sorted(str(k) for k in p.iterdir() if k.is_file() and _kind(str(k)))
+            if not kids:
+                raise PrepareError(f"{p}: no .csv, .tsv, .txt (or .gz of them), .parquet or .pq files inside")
+            found += kids
+        elif p.is_file():
+            if _kind(str(p)) is None:
+                raise PrepareError(f"{p}: unknown file type; expected .csv, .tsv, .txt (optionally .gz), .parquet "
+                                   "or .pq")
+            found.append(str(p))
+        else:
+            raise PrepareError(f"{p}: no such file or folder")
+    return found
+
+
+def _csv_header(path: str, schema: Schema) -> List[str]:
+    if not schema.csv_header:
+        return list(schema.csv_columns or [])
+    with open_raw(path) as f:
+        first = f.readline().decode("utf-8", errors="replace").rstrip("\r\n")
+    if not first:
+        raise SchemaError(f"{path}:1: empty; expected a header line of column names (or csv: {{header: false}})")
+    return next(csv.reader([first], delimiter=schema.csv_delimiter))
+
+
+def _check_columns(schema: Schema, path: str, names: List[str], types: Optional[Dict[str, pa.DataType]]) -> None:
+    """Every column the schema names exists in the file (and, for Parquet, has a usable type)."""
+    for col, key in schema.columns().items():
+        if col not in names:
+            shown = ", ".join(names[:30]) + (", ..." if len(names) > 30 else "")
+            raise SchemaError(f"{schema.where(key)}: {key}={col!r} is not a column of {path} (columns: {shown})")
+    if types is None:
+        return
+
+    def want(col: str, key: str, ok: bool, expected: str) -> None:
+        if not ok:
+            raise SchemaError(f"{schema.where(key)}: {key}={col!r}: in {path} the column is {types[col]}; "
+                              f"expected {expected}")
+
+    def scalar(t: pa.DataType) -> bool:
+        return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or \
+            pa.types.is_decimal(t)
+
+    def text(t: pa.DataType) -> bool:
+        return pa.types.is_string(t) or pa.types.is_large_string(t) or (
+            pa.types.is_dictionary(t) and text(t.value_type))
+
+    want(schema.label.column, "label", scalar(types[schema.label.column]) or text(types[schema.label.column]),
+         "numbers or text")
+    for i, n in enumerate(schema.numeric):
+        want(n.column, f"numeric[{i}].column", scalar(types[n.column]) or text(types[n.column]), "numbers or text")
+    for i, c in enumerate(schema.single()):
+        t = types[c.column]
+        want(c.column, f"categorical[{i}].column", scalar(t) or text(t), "text or integers")
+    for i, c in enumerate(schema.multi()):
+        t = types[c.column]
+        listy = (pa.types.is_list(t) or pa.types.is_large_list(t)) and (scalar(t.value_type) or text(t.value_type))
+        want(c.column, f"multi_valued[{i}].column", listy or text(t), "a list column or separated text")
+    if schema.timestamp is not None:
+        t = types[schema.timestamp]
+        want(schema.timestamp, "timestamp", scalar(t) or text(t) or pa.types.is_timestamp(t) or pa.types.is_date(t),
+             "a timestamp, a date, epoch seconds or ISO-8601 text")
+
+
+def _blocks(path: str, schema: Schema, bad: BadRows) -> Iterator[Tuple[pa.Table, np.ndarray]]:
+    """(table of the schema's columns, physical line [CSV] or 1-based row [Parquet] of each row) per block."""
+    cols = list(schema.columns())
+    if _kind(path) == "parquet":
+        pf = pq.ParquetFile(path)
+        arrow = pf.schema_arrow
+        _check_columns(schema, path, arrow.names, {n: arrow.field(n).type for n in arrow.names})
+        row = 0
+        for b in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=cols):
+            yield pa.Table.from_batches([b]), np.arange(row + 1, row + b.num_rows + 1)
+            row += b.num_rows
+        return
+    names = _csv_header(path, schema)
+    _check_columns(schema, path, names, None)
+    header = 1 if schema.csv_header else 0
+    invalid: List[int] = []
+
+    def on_invalid(r: Any) -> str:
+        invalid.append(r.number)
+        text = r.text if len(r.text) <= 120 else r.text[:120] + "..."
+        bad.add(path, r.number, "column_count", f"{r.actual_columns} fields, expected {r.expected_columns} "
+                                                f"({schema.csv_delimiter!r}-separated): {text!r}")
+        return "skip"
+
+    stream = open_raw(path)
+    try:
+        reader = pacsv.open_csv(
+            stream,
+            read_options=pacsv.ReadOptions(column_names=None if header else names, use_threads=False,
+                                           block_size=BLOCK_BYTES),
+            parse_options=pacsv.ParseOptions(delimiter=schema.csv_delimiter, newlines_in_values=False,
+                                              ignore_empty_lines=False, invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in cols}, include_columns=cols,
+                                                 strings_can_be_null=True, null_values=[""],
+                                                 quoted_strings_can_be_null=False))
+        seen = 0
+        for b in reader:
+            inv = np.asarray(invalid, dtype=np.int64) - header
+            lines = physical_lines(np.arange(seen, seen + b.num_rows), inv) + header
+            seen += b.num_rows
+            yield pa.Table.from_batches([b]), lines
+    except pa.ArrowInvalid as e:
+        raise PrepareError(f"{path}: cannot read as CSV: {e}") from None
+    finally:
+        problem, detail = getattr(getattr(stream, "raw", None), "problem", None), getattr(
+            getattr(stream, "raw", None), "detail", "")
+        stream.close()
+    if problem is not None:
+        bad.add(path, seen + len(invalid) + header + 1, problem, detail)
+
+
+# -- one block --------------------------------------------------------------------------------------------------
+@dataclass
+class _Block:
+    keep: np.ndarray  # rows without a bad field
+    label: np.ndarray  # int8
+    numeric: Dict[str, Tuple[np.ndarray, np.ndarray]]  # name -> (values float64, empty)
+    single: Dict[str, Tuple[np.ndarray, np.ndarray]]  # name -> (keys int64, empty)
+    multi: Dict[str, Tuple[np.ndarray, np.ndarray]]  # name -> (lengths int32, keys int64 flat)
+    time: Optional[np.ndarray] = None  # seconds
+
+    def select(self, mask: np.ndarray) -> "_Block":
+        return _Block(
+            mask[mask], self.label[mask], {k: (v[mask], e[mask]) for k, (v, e) in self.numeric.items()},
+            {k: (v[mask], e[mask]) for k, (v, e) in self.single.items()},
+            {k: (ln[mask], v[np.repeat(mask, ln)]) for k, (ln, v) in self.multi.items()},
+            None if self.time is None else self.time[mask])
+
+
+def _parse(schema: Schema, table: pa.Table, lines: np.ndarray, path: str, bad: BadRows,
+           first_block: bool) -> _Block:
+    n = table.num_rows
+    checks: List[Tuple[str, np.ndarray, str, Any, str]] = []  # kind, bad mask, column, raw column, expected
+    lab = schema.label
+    raw = table.column(lab.column)
+    v, e, b = parse_numbers(raw)
+    if lab.op is None:
+        ok = ~e & ~b & ((v == 0) | (v == 1))
+        label = (v == 1) & ok
+        checks.append(("label", ~ok, lab.column, raw, "label must be 0 or 1"))
+    else:
+        ok = ~e & ~b
+        label = rule_holds(v, lab.op, lab.threshold) & ok
+        checks.append(("label", ~ok, lab.column, raw, f"a number for the label rule {lab.describe()}"))
+    if first_block and n and (~ok).mean() > 0.5 and lab.op is None:
+        shown = sorted({str(x) for x in raw.take(pa.array(np.flatnonzero(~ok)[:200])).to_pylist()})[:8]
+        raise SchemaError(f"{schema.where('label')}: label={lab.column!r} is not a binary column: "
+                          f"{int((~ok).sum())} of the first {n} rows of {path} are not 0 / 1 (values {shown}); "
+                          f"to binarize a numeric column write a rule, e.g. label: \"{lab.column} >= 4\"")
+    numeric = {}
+    for spec in schema.numeric:
+        raw = table.column(spec.column)
+        v, e, b = parse_numbers(raw)
+        numeric[spec.name] = (v, e)
+        checks.append(("numeric_not_number", b, spec.column, raw, "a number or empty"))
+    single = {c.name: hash_strings(table.column(c.column)) for c in schema.single()}
+    multi = {}
+    for c in schema.multi():
+        lengths, items = split_lists(table.column(c.column), c.separator, c.max_length)
+        multi[c.name] = (lengths, hash_strings(items)[0])
+    time = None
+    if schema.timestamp is not None:
+        raw = table.column(schema.timestamp)
+        time, b = parse_timestamps(raw)
+        checks.append(("timestamp", b, schema.timestamp, raw, "epoch seconds or ISO-8601 date / time"))
+    any_bad = np.zeros(n, dtype=bool)
+    reasons: Dict[int, Tuple[str, str]] = {}
+    for kind, mask, col, raw, expected in checks:
+        for j in np.flatnonzero(mask & ~any_bad)[: MAX_SAMPLES + 1].tolist():
+            value = raw[j].as_py()
+            reasons[j] = (kind, f"{col}={value!r}: expected {expected}")
+        any_bad |= mask
+    rows = np.flatnonzero(any_bad)
+    if rows.size:
+        all_null = np.logical_and.reduce([c.is_null().to_numpy(zero_copy_only=False) for c in table.columns])
+        for j in rows.tolist():
+            kind, why = ("empty_line", "empty line") if all_null[j] and _kind(path) == "csv" else \
+                reasons.get(j, ("?", "bad row"))
+            bad.add(path, int(lines[j]), kind, why)
+    return _Block(~any_bad, label.astype(np.int8), numeric, single, multi, time)
+
+
+# -- the passes ---------------------------------------------------------------------------------------------
+@dataclass
+class _Split:
+    mode: str  # time | ratio
+    val: float
+    test: float
+    seed: int
+    cut_val: float = math.inf  # time: train < cut_val <= val < cut_test <= test
+    cut_test: float = math.inf
+
+    def assign(self, block: _Block, rng: Optional[np.random.Generator]) -> np.ndarray:
+        if self.mode == "time":
+            t = block.time
+            return np.where(t < self.cut_val, 0, np.where(t < self.cut_test, 1, 2)).astype(np.int8)
+        u = rng.random(block.keep.size)  # type: ignore[union-attr]
+        return np.where(u < self.val, 1, np.where(u < self.val + self.test, 2, 0)).astype(np.int8)
+
+
+def _each_block(files: List[str], schema: Schema, split: _Split, bad: BadRows) -> Iterator[Tuple[_Block, np.ndarray]]:
+    """(kept rows of a block, their split) over every input file, in order."""
+    first = True
+    for i, path in enumerate(files):
+        rng = np.random.default_rng([split.seed, i]) if split.mode == "ratio" else None
+        for table, lines in _blocks(path, schema, bad):
+            block = _parse(schema, table, lines, path, bad, first)
+            first = False
+            which = split.assign(block, rng) if split.mode == "ratio" or block.time is not None else None
+            bad.raise_strict(int(lines[-1]) if lines.size else 0)
+            kept = block.select(block.keep)
+            yield kept, (which[block.keep] if which is not None else np.zeros(0, np.int8))
+        bad.raise_strict()
+
+
+def _time_cutoffs(files: List[str], schema: Schema, split: _Split, strict: bool) -> None:
+    rng = np.random.default_rng([split.seed, 1 << 20])
+    times, prio = np.zeros(0), np.zeros(0)
+    probe = _Split("ratio", 0.0, 0.0, split.seed)  # any assignment: only the timestamps are used
+    for block, _ in _each_block(files, schema, probe, BadRows(strict)):
+        times = np.concatenate([times, block.time])
+        prio = np.concatenate([prio, rng.random(block.time.size)])
+        if times.size > SAMPLE_ROWS:  # a uniform sample: the SAMPLE_ROWS smallest random priorities
+            top = np.argpartition(prio, SAMPLE_ROWS)[:SAMPLE_ROWS]
+            times, prio = times[top], prio[top]
+    s = np.sort(times)
+    k_val, k_test = round(s.size * (1 - split.val - split.test)), round(s.size * (1 - split.test))
+    split.cut_val = float(s[k_val]) if k_val < s.size else math.inf
+    split.cut_test = float(s[k_test]) if k_test < s.size else math.inf
+
+
+def _train_counts(files: List[str], schema: Schema, split: _Split,
+                  strict: bool) -> Tuple[Dict[str, enc.Vocab], Dict[str, Tuple[float, float]]]:
+    vocab_fields = [c for c in schema.categorical if c.encoding == "vocab"]
+    minmax = [n.name for n in schema.numeric if n.transform == "minmax"]
+    counters = {c.name: enc.VocabCounter() for c in vocab_fields}
+    lo_hi = {n: (math.inf, -math.inf) for n in minmax}
+    for block, which in _each_block(files, schema, split, BadRows(strict)):
+        train = block.select(which == 0)
+        for c in vocab_fields:
+            if c.multi_valued:
+                counters[c.name].add(train.multi[c.name][1])
+            else:
+                keys, empty = train.single[c.name]
+                counters[c.name].add(keys[~empty])
+        for name in minmax:
+            v, e = train.numeric[name]
+            if (~e).any():
+                lo, hi = lo_hi[name]
+                lo_hi[name] = (min(lo, float(v[~e].min())), max(hi, float(v[~e].max())))
+    vocabs = {c.name: enc.Vocab(*counters[c.name].result(), min_count=c.min_count or 1) for c in vocab_fields}
+    return vocabs, lo_hi
+
+
+class _Writer:
+    """Rows of one split -> part-NNNNN.parquet files of <= rows_per_file rows, in row groups of ROW_GROUP_ROWS."""
+
+    def __init__(self, folder: Path, schema: pa.Schema, rows_per_file: int) -> None:
+        self.folder, self.schema, self.rows_per_file = folder, schema, rows_per_file
+        self.pending: List[pa.Table] = []
+        self.pending_rows = 0
+        self.writer: Optional[pq.ParquetWriter] = None
+        self.files: List[str] = []
+        self.rows_per_file_written: List[int] = []
+        self.positives = 0
+
+    def add(self, table: pa.Table) -> None:
+        self.pending.append(table)
+        self.pending_rows += table.num_rows
+        self.positives += int(pc.sum(table.column("label")).as_py() or 0)
+        while self.pending_rows >= self._next_group():
+            self._flush(self._next_group())
+
+    def _next_group(self) -> int:
+        room = self.rows_per_file - (self.rows_per_file_written[-1] if self.writer is not None else 0)
+        return min(ROW_GROUP_ROWS, room)
+
+    def _flush(self, rows: int) -> None:
+        table = pa.concat_tables(self.pending).combine_chunks()
+        group, rest = table.slice(0, rows), table.slice(rows)
+        if self.writer is None:
+            name = f"part-{len(self.files):05d}.parquet"
+            self.writer = pq.ParquetWriter(str(self.folder / name), self.schema)
+            self.files.append(f"{self.folder.name}/{name}")
+            self.rows_per_file_written.append(0)
+        self.writer.write_table(group, row_group_size=rows)
+        self.rows_per_file_written[-1] += rows
+        if self.rows_per_file_written[-1] >= self.rows_per_file:
+            self.writer.close()
+            self.writer = None
+        self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+
+    def close(self) -> SplitInfo:
+        if self.pending_rows:
+            self._flush(self.pending_rows)
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        return SplitInfo(files=self.files, rows=sum(self.rows_per_file_written),
+                         rows_per_file=self.rows_per_file_written, positives=self.positives)
+
+
+@dataclass
+class _Stats:
+    """Per dense feature, over the train rows: sums for mean / std, min, max, empties; ids per multi-valued row."""
+
+    n: int = 0
+    s: Dict[str, float] = field(default_factory=dict)
+    ss: Dict[str, float] = field(default_factory=dict)
+    lo: Dict[str, float] = field(default_factory=dict)
+    hi: Dict[str, float] = field(default_factory=dict)
+    empty: Dict[str, int] = field(default_factory=dict)
+    ids: Dict[str, int] = field(default_factory=dict)
+
+
+def _output_schema(schema: Schema) -> pa.Schema:
+    return pa.schema([("label", pa.int8())] + [(n.name, pa.float32()) for n in schema.dense()]
+                     + [(n.name, pa.int64()) for n in schema.bucketized()]
+                     + [(c.name, pa.int64()) for c in schema.single()]
+                     + [(c.name, pa.list_(pa.int64())) for c in schema.multi()])
+
+
+def _ids(spec: CategoricalSpec, keys: np.ndarray, empty: np.ndarray, vocabs: Dict[str, enc.Vocab]) -> np.ndarray:
+    if spec.encoding == "hash":
+        return np.where(empty, 0, (keys.view(np.uint64) % np.uint64(spec.hash_cap)).astype(np.int64))
+    return vocabs[spec.name].encode(keys, empty)
+
+
+def _encode(schema: Schema, block: _Block, vocabs: Dict[str, enc.Vocab],
+            lo_hi: Dict[str, Tuple[float, float]]) -> Dict[str, pa.Array]:
+    out: Dict[str, pa.Array] = {"label": pa.array(block.label, pa.int8())}
+    for spec in schema.dense():
+        v, e = block.numeric[spec.name]
+        if spec.transform == "log":
+            x = enc.dense_log(v)
+        elif spec.transform == "minmax":
+            lo, hi = lo_hi[spec.name]
+            x = np.clip((v - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(v)
+        else:
+            x = v
+        out[spec.name] = pa.array(np.where(e, 0.0, x).astype(np.float32), pa.float32())
+    for spec in schema.bucketized():
+        v, e = block.numeric[spec.name]
+        out[spec.name] = pa.array(enc.bucketize(np.floor(np.clip(v, -2.0**62, 2.0**62)).astype(np.int64), e))
+    for spec in schema.single():
+        keys, empty = block.single[spec.name]
+        out[spec.name] = pa.array(_ids(spec, keys, empty, vocabs), pa.int64())
+    for spec in schema.multi():
+        lengths, keys = block.multi[spec.name]
+        ids = _ids(spec, keys, np.zeros(keys.size, dtype=bool), vocabs)
+        offsets = np.r_[0, np.cumsum(lengths)].astype(np.int32)
+        out[spec.name] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids, pa.int64()))
+    return out
+
+
+def _update_stats(st: _Stats, schema: Schema, cols: Dict[str, pa.Array], block: _Block) -> None:
+    st.n += len(cols["label"])
+    for spec in schema.dense():
+        x = cols[spec.name].to_numpy().astype(np.float64)
+        if x.size:
+            st.s[spec.name] = st.s.get(spec.name, 0.0) + float(x.sum())
+            st.ss[spec.name] = st.ss.get(spec.name, 0.0) + float((x * x).sum())
+            st.lo[spec.name] = min(st.lo.get(spec.name, math.inf), float(x.min()))
+            st.hi[spec.name] = max(st.hi.get(spec.name, -math.inf), float(x.max()))
+        st.empty[spec.name] = st.empty.get(spec.name, 0) + int(block.numeric[spec.name][1].sum())
+    for spec in schema.multi():
+        st.ids[spec.name] = st.ids.get(spec.name, 0) + int(block.multi[spec.name][0].sum())
+
+
+# -- the whole job --------------------------------------------------------------------------------------------
+def _check(cfg: PrepareConfig) -> None:
+    if cfg.rows_per_file < 1:
+        raise PrepareError("prepare.rows_per_file must be >= 1")
+    if not (0 <= cfg.val_ratio < 1 and 0 <= cfg.test_ratio < 1 and cfg.val_ratio + cfg.test_ratio < 1):
+        raise PrepareError(f"prepare: val_ratio={cfg.val_ratio} and test_ratio={cfg.test_ratio} must be in "
+                           "[0, 1) with a sum < 1")
+
+
+def prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema] = None) -> Metadata:
+    """CSV / Parquet files + `cfg.schema` (or `schema`) -> `cfg.out_dir` (Parquet shards + metadata.json)."""
+    _check(cfg)
+    if schema is None:
+        if not cfg.schema:
+            raise PrepareError("prepare.schema is not set: give --schema SCHEMA.yaml")
+        schema = load_schema(cfg.schema)
+    files = discover_inputs(list(cfg.input))
+    val = schema.val_ratio if schema.val_ratio is not None else cfg.val_ratio
+    test = schema.test_ratio if schema.test_ratio is not None else cfg.test_ratio
+    split = _Split("time" if schema.timestamp else "ratio", val, test,
+                   schema.seed if schema.seed is not None else cfg.seed)
+    for path in files:  # schema errors before any pass: every file has the columns
+        if _kind(path) == "parquet":
+            arrow = pq.read_schema(path)
+            _check_columns(schema, path, arrow.names, {n: arrow.field(n).type for n in arrow.names})
+        else:
+            _check_columns(schema, path, _csv_header(path, schema), None)
+
+    if split.mode == "time":
+        _time_cutoffs(files, schema, split, cfg.strict)
+    vocabs: Dict[str, enc.Vocab] = {}
+    lo_hi: Dict[str, Tuple[float, float]] = {}
+    if any(c.encoding == "vocab" for c in schema.categorical) or any(n.transform == "minmax" for n in schema.numeric):
+        vocabs, lo_hi = _train_counts(files, schema, split, cfg.strict)
+
+    out = Path(cfg.out_dir)
+    for s in SPLITS:
+        if (out / s).is_dir():
+            shutil.rmtree(out / s)
+        (out / s).mkdir(parents=True)
+    arrow_schema = _output_schema(schema)
+    writers = {s: _Writer(out / s, arrow_schema, cfg.rows_per_file) for s in SPLITS}
+    bad = BadRows(cfg.strict)
+    stats = _Stats()
+    for block, which in _each_block(files, schema, split, bad):
+        cols = _encode(schema, block, vocabs, lo_hi)
+        table = pa.Table.from_arrays([cols[n] for n in arrow_schema.names], schema=arrow_schema)
+        for k, name in enumerate(SPLITS):
+            sel = which == k
+            if not sel.any():
+                continue
+            sub = table.filter(pa.array(sel))
+            writers[name].add(sub)
+            if name == "train":
+                _update_stats(stats, schema, {n: sub.column(n).combine_chunks() for n in sub.column_names},
+                              block.select(sel))
+    splits = {s: w.close() for s, w in writers.items()}
+    written = sum(s.rows for s in splits.values())
+    if written == 0:
+        first = f"; first: {bad.samples[0]['file']}:{bad.samples[0]['line']}: {bad.samples[0]['reason']}" \
+            if bad.samples else ""
+        raise PrepareError(f"prepare: no valid rows in {files} ({bad.count} bad){first}")
+
+    sparse: List[SparseFeature] = [SparseFeature(n.name, enc.BUCKET_ROWS, encoding="bucketize")
+                                   for n in schema.bucketized()]
+    for c in schema.single() + schema.multi():
+        rows = c.hash_cap if c.encoding == "hash" else vocabs[c.name].num_embeddings
+        f = SparseFeature(c.name, int(rows), encoding=c.encoding, embedding_dim=c.embedding_dim)
+        if c.multi_valued:
+            f.multi_valued, f.pooling = True, c.pooling
+            f.avg_ids_per_sample = stats.ids.get(c.name, 0) / stats.n if stats.n else 0.0
+        sparse.append(f)
+    dense_stats: Dict[str, Dict[str, float]] = {}
+    for spec in schema.dense():
+        if stats.n and spec.name in stats.s:
+            mean = stats.s[spec.name] / stats.n
+            dense_stats[spec.name] = {
+                "mean": mean, "std": math.sqrt(max(stats.ss[spec.name] / stats.n - mean * mean, 0.0)),
+                "min": stats.lo[spec.name], "max": stats.hi[spec.name],
+                "empty_rate": stats.empty[spec.name] / stats.n}
+    transforms = sorted({n.transform for n in schema.dense()})
+    split_detail: Dict[str, Any] = {"mode": split.mode}
+    if split.mode == "time":
+        split_detail.update(timestamp=schema.timestamp, train_before=split.cut_val, test_from=split.cut_test)
+    md = Metadata(
+        dense_features=[n.name for n in schema.dense()],
+        sparse_features=sparse,
+        splits=splits,
+        source={"format": "schema", "schema_file": schema.path, "schema": schema.as_dict(), "inputs": files,
+                "label": schema.label.describe(), "split": split_detail, "val_ratio": val, "test_ratio": test,
+                "seed": split.seed, "lines": written + bad.count,
+                "minmax": {k: list(v) for k, v in lo_hi.items()},
+                "cross_pairs": [f"{a},{b}" for a, b in schema.cross_pairs]},
+        dense_transform=transforms[0] if len(transforms) == 1 else ("mixed" if transforms else "none"),
+        dense_stats=dense_stats,
+        bad_rows=bad.as_dict(),
+    )
+    md.check(str(out / "metadata.json"))
+    md.save(out)
+    if bad.count:
+        print(f"prepare: skipped {bad.count} bad row(s) {bad.by_reason}; first:", file=sys.stderr)
+        for s in bad.samples[:5]:
+            print(f"  {s['file']}:{s['line']}: {s['reason']}", file=sys.stderr)
+    return md
+
