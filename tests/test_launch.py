@@ -1,0 +1,166 @@
+"""Launching for real: torchrun, `torchx run -s local_cwd launch/components.py:train` as 1x2 and 2x1 (two
+"nodes", real c10d rendezvous), and fault tolerance (torchrun --max-restarts, one rank SIGKILLed mid-run): every
+run ends with the same final weights, bitwise."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dist_harness import free_port
+from prepared_fixtures import write_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+STEPS = 96  # 3072 rows / global batch 32: enough steps that a rank can be killed between checkpoints
+
+
+def _overrides(root, out, *extra):
+    return [f"data.dir={root}", "data.batch_size=32", "data.eval_batch_size=200", "data.shuffle=true",
+            "data.shuffle_buffer_rows=200", "model.embedding_dim=8",
+            "model.arch_args={bottom_mlp: [16, 8], top_mlp: [16, 1]}", f"train.out_dir={out}", "train.epochs=1",
+            "train.log_every_steps=16", "train.threads=1", "train.checkpoint_every_steps=16",
+            "train.device=cpu", *extra]
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+               PYTHONPATH=str(REPO))
+    return env
+
+
+def _torchrun(root, out, *extra, max_restarts=0):
+    return [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", f"--max-restarts={max_restarts}",
+            "-m", "recsys_dist.cli", "train", "--config", str(REPO / "configs/dlrm_synthetic.yaml"),
+            *_overrides(root, out, *extra)]
+
+
+def _full_state(ckpt, tmp):
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    dest = tmp / f"{ckpt.parent.name}.pt"
+    dcp_to_torch_save(str(ckpt), str(dest))
+    return torch.load(dest, weights_only=False)
+
+
+def _assert_same_weights(a, b):
+    ma, mb = a["model"], b["model"]
+    assert ma.keys() == mb.keys()
+    for k in ma:
+        assert torch.equal(ma[k], mb[k]), k
+    for k, v in a["optim"]["state"].items():
+        for name, t in v.items():
+            if isinstance(t, torch.Tensor):
+                assert torch.equal(t, b["optim"]["state"][k][name]), f"optimizer {k}.{name}"
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    """An uninterrupted 2-rank torchrun run; its plan is the plan of every other run here."""
+    tmp = tmp_path_factory.mktemp("launch")
+    root = tmp / "data"
+    write_dataset(root, {"train": 3072, "val": 64, "test": 100}, vocab=(50, 60, 70))
+    out = tmp / "torchrun"
+    subprocess.run(_torchrun(root, out), cwd=REPO, env=_env(), check=True, capture_output=True, timeout=300)
+    return tmp, root, out
+
+
+def _torchx(j, root, out, plan, port):
+    cmd = [str(BIN / "torchx"), "run", "-s", "local_cwd", "launch/components.py:train", "-j", j,
+           "--rdzv_port", str(port), "--max_retries", "0", "--config", str(REPO / "configs/dlrm_synthetic.yaml"),
+           "--", *_overrides(root, out, f"sharding.plan={plan}")]
+    return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_torchx_1x2_and_2x1_train_like_torchrun(baseline, tmp_path):
+    tmp, root, ref = baseline
+    plan = ref / "plan.json"
+    want = _full_state(ref / "checkpoint", tmp_path)
+    for j in ("1x2", "2x1"):
+        out = tmp / f"torchx_{j}"
+        proc = _torchx(j, root, out, plan, free_port())
+        log, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, log[-3000:]
+        result = json.loads((out / "result.json").read_text())
+        assert result["world_size"] == 2 and result["steps"] == STEPS
+        _assert_same_weights(want, _full_state(out / "checkpoint", tmp_path / j))
+    assert "--nnodes 2 --nproc_per_node 1" in _dryrun("2x1")
+
+
+def _dryrun(j):
+    cmd = [str(BIN / "torchx"), "run", "-s", "local_cwd", "--dryrun", "launch/components.py:train", "-j", j]
+    return subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, check=True).stdout
+
+
+def _workers(agent_pid):
+    """The trainer processes under a torchrun agent: {LOCAL_RANK: pid}."""
+    out = {}
+    for child in Path(f"/proc/{agent_pid}/task/{agent_pid}/children").read_text().split():
+        try:
+            env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for kv in env:
+            if kv.startswith(b"LOCAL_RANK="):
+                out[int(kv.split(b"=")[1])] = int(child)
+    return out
+
+
+def test_sigkill_of_one_rank_restarts_and_resumes_to_the_same_weights(baseline, tmp_path):
+    tmp, root, ref = baseline
+    out = tmp / "killed"
+    proc = subprocess.Popen(_torchrun(root, out, f"sharding.plan={ref / 'plan.json'}", max_restarts=1),
+                            cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed = None
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if list((out / "checkpoints").glob("step_*/recsys_dist.json")):
+                workers = _workers(proc.pid)
+                if 1 in workers:
+                    os.kill(workers[1], signal.SIGKILL)  # rank 1 dies between checkpoints
+                    killed = workers[1]
+                    break
+            time.sleep(0.02)
+        log, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert killed is not None, "the run ended before a rank could be killed"
+    assert proc.returncode == 0, log[-3000:]
+    events = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    resumes = [e for e in events if e["event"] == "resume"]
+    assert len(resumes) == 1 and 0 < resumes[0]["step"] < STEPS  # restarted once, from a periodic checkpoint
+    assert resumes[0]["step"] % 16 == 0
+    # logged windows after the resume start past its step: nothing counted twice
+    train_steps = [e["step"] for e in events if e["event"] == "train"]
+    after = train_steps[train_steps.index(resumes[0]["step"]) + 1:] if resumes[0]["step"] in train_steps else []
+    assert all(s > resumes[0]["step"] for s in after)
+    result = json.loads((out / "result.json").read_text())
+    assert result["steps"] == STEPS and result["resumed_from_step"] == resumes[0]["step"]
+    _assert_same_weights(_full_state(ref / "checkpoint", tmp_path), _full_state(out / "checkpoint", tmp_path / "k"))
+
+
+def test_component_builds_the_appdef():
+    sys.path.insert(0, str(REPO))
+    from launch.components import train
+
+    app = train("train.max_steps=5", config="configs/x.yaml", j="4x8", gpu=8, image="img:cuda", max_retries=2,
+                mounts=["type=bind", "src=/data", "dst=/data"], env={"NCCL_DEBUG": "INFO"})
+    [role] = app.roles
+    assert (role.num_replicas, role.max_retries, role.image, role.resource.gpu) == (4, 2, "img:cuda", 8)
+    cmd = role.args[-1]
+    assert "--nnodes 4 --nproc_per_node 8" in cmd and "--rdzv_backend c10d" in cmd
+    assert cmd.endswith("-m recsys_dist.cli train --config configs/x.yaml train.max_steps=5")
+    assert role.env["NCCL_DEBUG"] == "INFO" and role.mounts[0].dst_path == "/data"
+    with pytest.raises(ValueError, match="one GPU per rank"):
+        train(j="1x8", gpu=4)
+    with pytest.raises(ValueError, match="section.key=value"):
+        train("train.max_steps")
