@@ -64,8 +64,9 @@ class Ours:
     device: Any
 
 
-def build_ours(data_dir: str, s: Dict[str, Any], overrides: List[str], compute_kernel):
-    """Exactly what recsys_dist.train.train builds: config -> sharded model, optimizer, reader, pipeline."""
+def build_ours(data_dir: str, s: Dict[str, Any], overrides: List[str], compute_kernel, arch=None):
+    """Exactly what recsys_dist.train.train builds: config -> sharded model, optimizer, reader, pipeline.
+    `arch`: (name, arch_args) instead of the foundation DLRM."""
     from recsys_dist.config import load_config, validate
     from recsys_dist.dist_env import init_distributed, set_threads
     from recsys_dist.job import build_sharded_model, make_reader
@@ -78,7 +79,7 @@ def build_ours(data_dir: str, s: Dict[str, Any], overrides: List[str], compute_k
                              f"optim.dense_eps={EPS}", "optim.sparse=rowwise_adagrad", "optim.dense=adagrad",
                              *([f"sharding.compute_kernel={compute_kernel}"] if compute_kernel else []),
                              *overrides])
-    cfg.model.arch, cfg.model.arch_args = "dlrm", {"bottom_mlp": s["bottom"], "top_mlp": s["top"]}
+    cfg.model.arch, cfg.model.arch_args = arch or ("dlrm", {"bottom_mlp": s["bottom"], "top_mlp": s["top"]})
     validate(cfg)
     env = init_distributed(cfg.train.device)
     set_threads(cfg.train.threads, env.local_world_size)

@@ -1,0 +1,45 @@
+"""The benchmarks must not rot: the roofline's FLOP count against the hand count, the breakdown's interval
+arithmetic, and one benchmark's --small path end to end (benchmarks/ is not part of the package)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+
+def test_roofline_flops_equal_the_hand_count():
+    """DLRM fwd + bwd: every Linear 3x its forward (input grad + weight grad) except the first bottom layer
+    (the dense input needs no grad), the interaction bmm 3x (both operands get grads)."""
+    import bench_roofline
+
+    s = dict(dim=8, bottom=[16, 8], top=[32, 16, 1])
+    B, F, D = 4, 26, 8
+
+    def lin(dims):
+        return sum(2 * B * i * o for i, o in zip(dims[:-1], dims[1:]))
+
+    bottom, top = [13] + s["bottom"], [D + (F + 1) * F // 2] + s["top"]
+    expected = 3 * lin(bottom) - 2 * B * 13 * 16 + 3 * lin(top) + 3 * (2 * B * (F + 1) * (F + 1) * D)
+    assert bench_roofline.count_flops(s, B) == expected
+
+
+def test_breakdown_interval_arithmetic():
+    from bench_pipeline_breakdown import _intersect_len, _length, _union
+
+    u = _union([(0, 4), (2, 6), (8, 9)])
+    assert u == [(0, 6), (8, 9)]
+    assert _length(u) == 7
+    assert _intersect_len(u, [(5, 8.5)]) == 1.5
+
+
+def test_input_pipeline_small_runs_and_prints_its_ratio():
+    p = subprocess.run([sys.executable, str(BENCH / "bench_input_pipeline.py"), "--small"], capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    last = p.stdout.strip().splitlines()[-1]
+    assert last.startswith("ratio reader batches/s on one core / train steps/s")
+    assert float(last.rsplit(":", 1)[1]) > 0
