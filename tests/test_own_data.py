@@ -260,7 +260,7 @@ def test_example_trains_on_two_ranks_like_one_process_and_beats_constant(tmp_pat
     from recsys_dist.data.example_clicklog import write_example
     from recsys_dist.metrics import binary_metrics
 
-    report = write_example(tmp_path / "raw", rows=3000, fmt="csv", seed=1)
+    report = write_example(tmp_path / "raw", rows=2000, fmt="csv", seed=1)
     md = prep(tmp_path, tmp_path / "raw" / "clicks.csv", tmp_path / "raw" / "schema.yaml", "data")
     assert md.feature("tags").multi_valued and md.feature("tags").pooling == "mean"
     _single_process_copy(tmp_path / "data", tmp_path / "data1", 2, 64)
@@ -270,7 +270,8 @@ def test_example_trains_on_two_ranks_like_one_process_and_beats_constant(tmp_pat
     p2, p1 = pq.read_table(tmp_path / "run2" / "pred.parquet"), pq.read_table(tmp_path / "run1" / "pred.parquet")
     labels = read(tmp_path / "data", "test").column("label").to_numpy()
     assert p2.num_rows == p1.num_rows == labels.size == md.split("test").rows  # every row once, no padding
-    assert (p2.column("label").to_numpy() == labels).all() and (p2.column("row").to_numpy() == np.arange(labels.size)).all()
+    assert (p2.column("label").to_numpy() == labels).all()
+    assert (p2.column("row").to_numpy() == np.arange(labels.size)).all()
     np.testing.assert_allclose(p2.column("logit").to_numpy(), p1.column("logit").to_numpy(), atol=2e-4)
     assert m2["auc"] == pytest.approx(m1["auc"], abs=1e-4) and ev2["auc"] == pytest.approx(m2["auc"], abs=1e-6)
     # better than the best constant predictor (the train click rate) on the test split
