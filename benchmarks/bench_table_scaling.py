@@ -7,7 +7,8 @@ DeepFM (its dense cost is linear in the number of fields, so the added cost is t
 wider first layer). All three table counts are built in the same 2 rank processes and timed in alternating
 windows. For each it prints lookups and embedding bytes per step and the step time per lookup: with FBGEMM's
 TBE (one batched kernel over all of a rank's tables) the cost should follow lookups and bytes, not the
-number of tables. 1 vs 2 ranks: separate spawns, alternated (1, 2, 1, 2), same global batch, same total cores.
+number of tables. 1 vs 2 ranks: the foundation DLRM (bench_train_vs_torchrec's settings) in separate spawns,
+alternated (1, 2, 1, 2), same global batch, same total cores (1 x 2 threads vs 2 x 1 thread).
 
     .venv/bin/python benchmarks/bench_table_scaling.py [--small]
 """
@@ -70,11 +71,12 @@ def _tables_rank(rank: int, world: int, data_dir: str, s: Dict[str, Any], counts
 
 
 def _ranks_rank(rank: int, world: int, data_dir: str, s: Dict[str, Any]):
+    """The foundation DLRM (bench_train_vs_torchrec's settings) on `world` ranks."""
     from bench_train_vs_torchrec import build_ours
 
-    o = build_ours(data_dir, s, [], None, arch=_arch(s))
+    o = build_ours(data_dir, s, [], None)
     _window(o, s["warmup"])
-    return _window(o, s["steps"] * 2)
+    return _window(o, s["steps"])
 
 
 def main(argv=None) -> float:
@@ -95,15 +97,18 @@ def main(argv=None) -> float:
     print(f"machine: {common.machine()}")
     print(f"settings: global batch {s['batch']}, dim {s['dim']}, base tables capped at {s['cap']}, cross tables "
           f"{s['cross_rows']} rows, deepfm dnn {s['dnn']}; cross tables {counts}; 2 ranks x {cores // 2} threads")
-    steps_needed = len(counts) * 0 + s["warmup"] + s["rounds"] * s["steps"] + 4
+    steps_needed = s["warmup"] + s["rounds"] * s["steps"] + 4
     with tempfile.TemporaryDirectory(prefix="bench_scaling_") as tmp:
-        common.write_criteo_like(Path(tmp), max(steps_needed, 2 * (s["warmup"] + 2 * s["steps"]) + 8) * s["batch"],
-                                 KAGGLE_ROWS, rows_per_file=65536)
+        common.write_criteo_like(Path(tmp), max(steps_needed, 40) * s["batch"], KAGGLE_ROWS, rows_per_file=65536)
         r = common.run_ranks(_tables_rank, 2, (tmp, s, counts), threads=max(1, cores // 2))[0]
+        from bench_train_vs_torchrec import _settings
+
+        dlrm = _settings(a.small)
+        dlrm["steps"] = 3 if a.small else 8
         ranks: Dict[int, List[float]] = {1: [], 2: []}
         for _ in range(2):
             for w in (1, 2):
-                ranks[w].append(common.run_ranks(_ranks_rank, w, (tmp, s), threads=max(1, cores // w))[0])
+                ranks[w].append(common.run_ranks(_ranks_rank, w, (tmp, dlrm), threads=max(1, cores // w))[0])
     base = statistics.median(r["times"][0])
     for n in counts:
         t = statistics.median(r["times"][n])
@@ -113,7 +118,8 @@ def main(argv=None) -> float:
         print(f"{n:>3} cross tables ({r['tables'][n]} tables, {lookups:,} lookups, ~{mb:.0f} MB/step): "
               f"step {common.ms(t)}, x{t / base:.2f} vs 0, {t / lookups * 1e9:.0f} ns per lookup")
     r1, r2 = statistics.median(ranks[1]), statistics.median(ranks[2])
-    print(f"1 rank x {cores} threads: {common.ms(r1)}/step; 2 ranks x {max(1, cores // 2)} threads: "
+    print(f"foundation DLRM, global batch {dlrm['batch']}: 1 rank x {cores} threads: {common.ms(r1)}/step; "
+          f"2 ranks x {max(1, cores // 2)} threads: "
           f"{common.ms(r2)}/step (per spawn: 1 rank {', '.join(common.ms(x) for x in ranks[1])}; "
           f"2 ranks {', '.join(common.ms(x) for x in ranks[2])})")
     most = counts[-1]
