@@ -161,8 +161,8 @@ def _train_rank(rank, world, root, out, extra):
 def test_search_memorizes_the_planted_pairs(planted, tmp_path):
     out = tmp_path / "search"
     [res] = run_on_ranks(_train_rank, 1, (planted, out, [
-        "data.cross_pairs=all", "model.arch_args={methods: search, mlp: [16]}", "train.epochs=3",
-        "optim.arch_lr=0.05", "optim.dense=adam", "optim.dense_lr=0.005", "optim.sparse_lr=0.05"]))
+        "data.cross_pairs=all", "model.arch_args={methods: search, mlp: [16]}", "train.epochs=2",
+        "optim.arch_lr=0.08", "optim.dense=adam", "optim.dense_lr=0.005", "optim.sparse_lr=0.05"]))
     arch = json.loads((out / "architecture.json").read_text())
     assert res["architecture"] == str(out / "architecture.json")
     assert sum(arch["counts"]) == 15 and len(arch["methods"]) == 15  # C(6, 2) pairs, Table VI style counts
