@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import warnings
 from typing import List, Optional
 
 from recsys_dist.config import ConfigError
@@ -47,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    if not os.environ.get("RECSYS_DIST_VERBOSE"):  # library deprecation chatter; RECSYS_DIST_VERBOSE=1 shows it
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
