@@ -176,7 +176,16 @@ def _rank(rank: int, world: int, data_dir: str, s: Dict, pipelines: List[str]):
     from bench_train_vs_torchrec import build_ours
 
     o = build_ours(data_dir, s, ["train.pipeline=sparse_dist", "data.prefetch_batches=4"], None)
-    dmp, optimizer, it, device = o.built.dmp, o.optimizer, o.it, o.device
+    dmp, optimizer, device = o.built.dmp, o.optimizer, o.device
+
+    def endless():  # pipelines read ahead and drop batches when detached: never run out
+        epoch = 0
+        while True:
+            o.reader.set_epoch(epoch)
+            yield from o.reader
+            epoch += 1
+
+    it = endless()
     instrument(dmp)
     it = LabeledIterator(it)
 

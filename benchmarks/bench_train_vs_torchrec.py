@@ -42,7 +42,7 @@ def _settings(small: bool) -> Dict[str, Any]:
     if small:
         return dict(cap=5000, dim=16, bottom=[32, 16], top=[32, 1], batch=256, warmup=2, rounds=2, steps=3)
     return dict(cap=common.CAP, dim=common.DIM, bottom=list(common.BOTTOM), top=list(common.TOP),
-                batch=common.GLOBAL_BATCH, warmup=8, rounds=6, steps=12)
+                batch=common.GLOBAL_BATCH, warmup=8, rounds=16, steps=4)
 
 
 def _plan_summary(plan) -> str:
