@@ -25,6 +25,8 @@ import torch.distributed as dist
 from torch import nn
 from torchrec.distributed.planner import EmbeddingShardingPlanner
 from torchrec.distributed.planner.constants import BATCH_SIZE
+from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
+from torchrec.distributed.planner.shard_estimators import EmbeddingStorageEstimator
 from torchrec.distributed.planner.storage_reservations import HeuristicalStorageReservation
 from torchrec.distributed.planner.types import ParameterConstraints, PlannerError, ShardingOption, Topology
 from torchrec.distributed.types import ModuleSharder, ShardingPlan
@@ -32,6 +34,7 @@ from torchrec.modules.embedding_configs import BaseEmbeddingConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
 
 from embedding_sharding.constraints import resolve
+from embedding_sharding.estimator import DedupPerfEstimator
 
 STATS_LOGGER = "torchrec.distributed.planner.stats"
 DEFAULT_RESERVATION = 0.15  # TorchRec's default share of memory kept for dense params, activations, inputs
@@ -153,6 +156,7 @@ def make_plan(
     pg: Optional[dist.ProcessGroup] = None,
     batch_size: Optional[int] = None,
     storage_reservation: Optional[float] = None,
+    time_budget_s: Optional[float] = None,
 ) -> PlanResult:
     """Plan `module`'s tables for `topology`; see `plan_sharding`. Raises PlanDoesNotFit with a diagnosis."""
     from embedding_sharding.fit import explain_shortfall  # the diagnosis is only needed on failure
@@ -170,11 +174,16 @@ def make_plan(
         reservation = HeuristicalStorageReservation(percentage=reservation_share,
                                                     parameter_multiplier=DENSE_MULTIPLIER,
                                                     dense_tensor_estimate=dense_tensor_bytes(module))
+    enumerator = EmbeddingEnumerator(
+        topology=topology, batch_size=bs, constraints=per_table,
+        estimator=[DedupPerfEstimator(topology, per_table), EmbeddingStorageEstimator(topology, per_table)])
     planner = EmbeddingShardingPlanner(
         topology=topology,
         batch_size=bs,
+        enumerator=enumerator,
         constraints=per_table,
         storage_reservation=reservation,
+        timeout_seconds=time_budget_s,
     )
     start = time.perf_counter()
     try:
@@ -205,6 +214,7 @@ def plan_sharding(
     pg: Optional[dist.ProcessGroup] = None,
     batch_size: Optional[int] = None,
     storage_reservation: Optional[float] = None,
+    time_budget_s: Optional[float] = None,
 ) -> ShardingPlan:
     """A TorchRec ShardingPlan for every embedding table of `module`.
 
@@ -218,6 +228,8 @@ def plan_sharding(
         pg: a process group: plan on rank 0, broadcast to all (same plan everywhere). None: plan locally.
         batch_size: per-rank batch size for the cost estimates (None: TorchRec's 512).
         storage_reservation: share of memory kept for non-table use (None: the constraints file's, else 0.15).
+        time_budget_s: stop TorchRec's proposal search after this long and keep the best plan so far (None: the
+            full search; it grows with tables x ranks: minutes for hundreds of tables on 100+ GPUs).
     """
     return make_plan(module, topology, sharders, constraints, sharding_types, compute_kernel, pg,
-                     batch_size, storage_reservation).plan
+                     batch_size, storage_reservation, time_budget_s).plan
