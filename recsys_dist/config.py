@@ -136,7 +136,7 @@ class PlanConfig:
     local_world_size: Optional[int] = None  # devices per node
     device: str = "auto"  # auto | cpu | cuda
     hbm_gib: Optional[float] = None  # per device; None: a default for the device
-    ddr_gib: Optional[float] = None  # per host
+    ddr_gib: Optional[float] = None  # per rank (TorchRec convention)
     intra_node_bw_gbps: Optional[float] = None
     inter_node_bw_gbps: Optional[float] = None
     preset: Optional[str] = None  # a named model/dataset preset that needs no data on disk
