@@ -8,7 +8,7 @@ wider first layer). All three table counts are built in the same 2 rank processe
 windows. For each it prints lookups and embedding bytes per step and the step time per lookup: with FBGEMM's
 TBE (one batched kernel over all of a rank's tables) the cost should follow lookups and bytes, not the
 number of tables. 1 vs 2 ranks: the foundation DLRM (bench_train_vs_torchrec's settings) in separate spawns,
-alternated (1, 2, 1, 2), same global batch, same total cores (1 x 2 threads vs 2 x 1 thread).
+alternated (1, 2, 1, 2, 1, 2), same global batch, same total cores (1 x 2 threads vs 2 x 1 thread).
 
     .venv/bin/python benchmarks/bench_table_scaling.py [--small]
 """
@@ -104,9 +104,9 @@ def main(argv=None) -> float:
         from bench_train_vs_torchrec import _settings
 
         dlrm = _settings(a.small)
-        dlrm["steps"] = 3 if a.small else 8
+        dlrm["steps"] = 3 if a.small else 16
         ranks: Dict[int, List[float]] = {1: [], 2: []}
-        for _ in range(2):
+        for _ in range(2 if a.small else 3):
             for w in (1, 2):
                 ranks[w].append(common.run_ranks(_ranks_rank, w, (tmp, dlrm), threads=max(1, cores // w))[0])
     base = statistics.median(r["times"][0])
