@@ -7,7 +7,7 @@ included) and a train window (steps of the full train pipeline on batches alread
 The ratio reader batches/s / train steps/s says how many times faster than the trainer the reader is on one
 core, i.e. 1 / ratio of a core is what the background prefetch thread costs the training. Target >= 5.
 
-    .venv/bin/python benchmarks/bench_input_pipeline.py [--small]
+    .venv/bin/python benchmarks/bench_input_pipeline.py [--small]    # --small: tiny tables, 1 rank, in-process
 """
 
 from __future__ import annotations
@@ -71,13 +71,15 @@ def main(argv=None) -> float:
     s = _settings(a.small)
     s["rounds"], s["steps"] = (2, 3) if a.small else (5, 8)
     passes = 16 if a.small else 64  # global batches per reader pass
+    world = 1 if a.small else 2  # --small: one rank in this process (fast, for the smoke test)
     print(f"machine: {common.machine()}")
-    print(f"settings: 2 ranks x 1 thread, global batch {s['batch']} ({s['batch'] // 2} per rank), dim {s['dim']}, "
+    print(f"settings: {world} rank(s) x 1 thread, global batch {s['batch']} ({s['batch'] // world} per rank), "
+          f"dim {s['dim']}, "
           f"tables capped at {s['cap']}, reader pass of {passes} batches per rank, shuffle on")
     with tempfile.TemporaryDirectory(prefix="bench_input_") as tmp:
         cards = KAGGLE_ROWS if not a.small else [min(r, 50 * s["cap"]) for r in KAGGLE_ROWS]
         common.write_criteo_like(Path(tmp), passes * s["batch"], cards, rows_per_file=65536, row_group=16384)
-        r = common.run_ranks(_rank, 2, (tmp, s), threads=1)[0]
+        r = common.run_ranks(_rank, world, (tmp, s), threads=1)[0]
     for i, (rd, tr) in enumerate(zip(r["read"], r["train"])):
         print(f"round {i}: reader {common.ms(rd)}/batch ({1 / rd:,.0f} batches/s), train {common.ms(tr)}/step "
               f"({1 / tr:,.1f} steps/s), ratio {tr / rd:.1f}")

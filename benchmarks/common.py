@@ -131,12 +131,27 @@ def _entry(rank: int, world: int, port: int, threads: int, fn: Callable, args: S
             dist.destroy_process_group()
 
 
+class _ListQueue:
+    def __init__(self, items: List[Any]) -> None:
+        self.items = items
+
+    def put(self, item: Any) -> None:
+        self.items.append(item)
+
+
 def run_ranks(fn: Callable, world: int, args: Sequence[Any] = (), threads: int = 1,
               timeout: float = 3600) -> List[Any]:
     """fn(rank, world, *args) on `world` fresh processes (torchrun-like env, `threads` intra-op threads each,
     nccl when CUDA is visible, gloo otherwise); returns each rank's result. fn must be importable."""
     import torch.multiprocessing as mp
 
+    if world == 1:  # a world of one runs in this process (no spawn, no second import of torch)
+        inline: List[Any] = []
+        _entry(0, 1, _free_port(), threads, fn, args, _ListQueue(inline))
+        rank, ok, value = inline[0]
+        if not ok:
+            raise RuntimeError(f"rank 0 failed:\n{value}")
+        return [value]
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = _free_port()
