@@ -167,7 +167,6 @@ def _plain_step(dmp, optimizer, it):
 
 
 def _rank(rank: int, world: int, data_dir: str, s: Dict, pipelines: List[str]):
-    import torch
     import torch.distributed as dist
     from torch.profiler import ProfilerActivity, profile
     from torchrec.distributed.train_pipeline import TrainPipelineSparseDist

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 MAX_SAMPLES = 20  # bad-row samples kept in metadata
@@ -43,3 +44,12 @@ class BadRows:
 
     def as_dict(self) -> Dict[str, Any]:
         return {"count": self.count, "by_reason": dict(sorted(self.by_reason.items())), "samples": self.samples}
+
+    def report(self, stream: Any = None, shown: int = 5) -> None:
+        """The count by reason and the first `shown` samples (file:line: reason), on stderr by default."""
+        if not self.count:
+            return
+        stream = stream or sys.stderr
+        print(f"prepare: skipped {self.count} bad row(s) {self.by_reason}; first:", file=stream)
+        for s in self.samples[:shown]:
+            print(f"  {s['file']}:{s['line']}: {s['reason']}", file=stream)

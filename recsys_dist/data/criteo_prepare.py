@@ -460,8 +460,5 @@ def prepare_criteo(cfg: PrepareConfig, progress: bool = True) -> Metadata:
     )
     md.check(str(out / "metadata.json"))
     md.save(out)
-    if bad.count:
-        print(f"prepare: skipped {bad.count} bad row(s) {bad.by_reason}; first:", file=sys.stderr)
-        for s in bad.samples[:5]:
-            print(f"  {s['file']}:{s['line']}: {s['reason']}", file=sys.stderr)
+    bad.report()
     return md

@@ -34,7 +34,6 @@ from __future__ import annotations
 import csv
 import math
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -550,9 +549,6 @@ def prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema] = None) -> Meta
     )
     md.check(str(out / "metadata.json"))
     md.save(out)
-    if bad.count:
-        print(f"prepare: skipped {bad.count} bad row(s) {bad.by_reason}; first:", file=sys.stderr)
-        for s in bad.samples[:5]:
-            print(f"  {s['file']}:{s['line']}: {s['reason']}", file=sys.stderr)
+    bad.report()
     return md
 

@@ -9,8 +9,6 @@ combination block (eq. 14-19) and the classifier (eq. 9-12).
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
