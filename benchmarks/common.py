@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import os
 import platform
-import socket
 import statistics
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
@@ -22,6 +20,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from launch.local_ranks import quiet, run_on_ranks  # noqa: E402,F401  (quiet: used by the benchmarks)
 
 # The foundation DLRM (issue 9): Criteo-Kaggle cardinalities capped at 1M, dim 64, bottom 512-256-64,
 # top 512-512-256-1, global batch 2048.
@@ -92,90 +92,12 @@ def write_criteo_like(root: Path, rows: int, cardinalities: Sequence[int], seed:
     return md
 
 
-def quiet() -> None:
-    """Warnings and TorchRec's planner / DDP chatter off: the benchmark's own lines are the output."""
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    logging.disable(logging.WARNING)
-    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-
-
 # -- ranks --------------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _entry(rank: int, world: int, port: int, threads: int, fn: Callable, args: Sequence[Any], queue) -> None:
-    import torch
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world), OMP_NUM_THREADS=str(threads),
-                      TQDM_DISABLE="1")
-    torch.set_num_threads(threads)
-    quiet()
-    try:
-        cuda = torch.cuda.is_available()
-        if cuda:
-            torch.cuda.set_device(rank % torch.cuda.device_count())
-        dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
-        queue.put((rank, True, fn(rank, world, *args)))
-    except BaseException:
-        queue.put((rank, False, traceback.format_exc()))
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-class _ListQueue:
-    def __init__(self, items: List[Any]) -> None:
-        self.items = items
-
-    def put(self, item: Any) -> None:
-        self.items.append(item)
-
-
 def run_ranks(fn: Callable, world: int, args: Sequence[Any] = (), threads: int = 1,
               timeout: float = 3600) -> List[Any]:
-    """fn(rank, world, *args) on `world` fresh processes (torchrun-like env, `threads` intra-op threads each,
-    nccl when CUDA is visible, gloo otherwise); returns each rank's result. fn must be importable."""
-    import torch.multiprocessing as mp
-
-    if world == 1:  # a world of one runs in this process (no spawn, no second import of torch)
-        inline: List[Any] = []
-        _entry(0, 1, _free_port(), threads, fn, args, _ListQueue(inline))
-        rank, ok, value = inline[0]
-        if not ok:
-            raise RuntimeError(f"rank 0 failed:\n{value}")
-        return [value]
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_entry, args=(r, world, port, threads, fn, args, queue)) for r in range(world)]
-    for p in procs:
-        p.start()
-    results: Dict[int, Any] = {}
-    errors = []
-    try:
-        for _ in range(world):
-            rank, ok, value = queue.get(timeout=timeout)
-            if ok:
-                results[rank] = value
-            else:
-                errors.append(f"rank {rank} failed:\n{value}")
-                break
-    finally:
-        for p in procs:
-            p.join(timeout=5 if errors else 120)
-            if p.is_alive():
-                p.kill()
-    if errors:
-        raise RuntimeError("\n".join(errors))
-    return [results[r] for r in range(world)]
+    """fn(rank, world, *args) on `world` ranks (gloo on CPU, nccl on CUDA), warnings and tqdm off; a world of
+    one runs in this process. fn must be importable."""
+    return run_on_ranks(fn, world, args, threads=threads, timeout=timeout, silent=True, inline_single=True)
 
 
 # -- timing -------------------------------------------------------------------------------------------------

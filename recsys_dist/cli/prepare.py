@@ -12,6 +12,8 @@ examples:
   recsys-dist prepare --input day_0.gz day_1.gz day_2.gz prepare.categorical=vocab prepare.min_count=20
   recsys-dist prepare --input train.txt prepare.dense=bucketize prepare.split=ratio --strict
   recsys-dist prepare --schema schema.yaml --input clicks.csv --out data/own     # your own data
+  recsys-dist prepare --config configs/optinter_search_criteo_kaggle.yaml   # + OptInter's cross counting pass
+      (runs when data.cross_pairs is set and data.cross_min_count > 1; training then reuses the counts)
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from recsys_dist.data.criteo_prepare import PrepareError, prepare_criteo
 
-    cfg = config_from_args(args, FLAGS).prepare
+    job = config_from_args(args, FLAGS)
+    cfg = job.prepare
     try:
         if cfg.schema:
             from recsys_dist.data.tabular_prepare import prepare_tabular
@@ -60,4 +63,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"  tables ({md.sparse_features[0].encoding if md.sparse_features else '-'}): {tables}")
     print(f"  dense: {', '.join(md.dense_features) or '-'} ({md.dense_transform})")
     print(f"wrote {cfg.out_dir}/metadata.json")
+    if job.data.cross_pairs is not None and job.data.cross_min_count > 1:
+        _count_crosses(job, md)
     return 0
+
+
+def _count_crosses(job, md) -> None:
+    """OptInter's frequency filter as a step of prepare: the counting pass over the new train split, cached in
+    <out_dir>/cross_counts/ where training (data.dir = this folder) finds it instead of counting on first use."""
+    import time
+
+    from recsys_dist.data.cross_features import cross_features
+
+    job.data.dir = job.prepare.out_dir
+    t = time.perf_counter()
+    tables, _ = cross_features(job, md)
+    kept = sum(t.num_embeddings - 1 for t in tables)
+    print(f"  cross features: {len(tables)} pair(s), {kept:,} frequent cross ids kept "
+          f"(min count {job.data.cross_min_count})  [{time.perf_counter() - t:.1f}s]")
