@@ -2,10 +2,17 @@
 
 cuda + nccl when a GPU is there (or asked for), cpu + gloo otherwise; the same code path after this point.
 A process started without torchrun becomes a world of one, so DMP and the planner run unchanged.
+
+Restarts (torchrun --max-restarts): the elastic agent keeps ONE TCPStore for the whole job and hands it to every
+restart round (TORCHELASTIC_USE_AGENT_STORE=True), while torch's env:// init adds no per-round key prefix
+(pytorch/pytorch#135712). The restarted ranks then read keys the dead round left behind, e.g. gloo's listening
+address of a killed rank, and fail (connection refused) or hang. So the process group's store is namespaced by
+the restart round here (`round_store`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -15,6 +22,8 @@ import torch
 import torch.distributed as dist
 
 from recsys_dist.config import ConfigError
+
+log = logging.getLogger("recsys_dist")
 
 
 @dataclass
@@ -48,6 +57,30 @@ def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+def round_store(timeout: timedelta) -> dist.Store | None:
+    """The torchelastic agent's shared store, under a prefix of its own for this restart round; None when the
+    agent does not share its store (plain env:// init then makes a fresh store per round, nothing to isolate).
+
+    TORCHELASTIC_RESTART_COUNT names the round only where one agent counts the restarts (GROUP_WORLD_SIZE 1:
+    torchrun --standalone, torchx -j 1xN). With several agents each counts its own restarts and the counts can
+    differ (pytorch/pytorch#135712), so a multi-node torchrun with --max-restarts needs its agents started with
+    TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, which gives every round a new store (hosted by rank 0). The torchx
+    component (launch/components.py) restarts whole jobs instead (--max_retries: new agents, new store).
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    if int(os.environ.get("GROUP_WORLD_SIZE", "1")) > 1:
+        if int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0 and int(os.environ.get("RANK", "0")) == 0:
+            log.warning("%d torchrun agents share one TCPStore across --max-restarts rounds: a restarted round can "
+                        "read the dead round's keys and fail to connect; start torchrun with "
+                        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (pytorch/pytorch#135712)",
+                        int(os.environ["GROUP_WORLD_SIZE"]))
+        return None
+    client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                           int(os.environ["WORLD_SIZE"]), is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"recsys_dist/round_{int(os.environ.get('TORCHELASTIC_RESTART_COUNT', '0'))}", client)
+
+
 def init_distributed(device_pref: str = "auto", timeout_s: int = 1800) -> DistEnv:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -59,7 +92,12 @@ def init_distributed(device_pref: str = "auto", timeout_s: int = 1800) -> DistEn
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if "MASTER_ADDR" in os.environ:
-            dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+            store = round_store(timedelta(seconds=timeout_s))
+            if store is not None:
+                dist.init_process_group(backend, store=store, rank=rank, world_size=world,
+                                        timeout=timedelta(seconds=timeout_s))
+            else:
+                dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
         else:  # a lone process: a world of one
             dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
     return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, local_world, device)

@@ -148,6 +148,35 @@ def test_sigkill_of_one_rank_restarts_and_resumes_to_the_same_weights(baseline, 
     _assert_same_weights(_full_state(ref / "checkpoint", tmp_path), _full_state(out / "checkpoint", tmp_path / "k"))
 
 
+def test_restart_rounds_use_their_own_store_keys(monkeypatch):
+    """torchrun's agent keeps one TCPStore for every --max-restarts round: what a dead round wrote (gloo's
+    listening address of a killed rank) must not be read by the next round; several agents are left to torch."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from recsys_dist.dist_env import round_store
+
+    agent = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    env = {"TORCHELASTIC_USE_AGENT_STORE": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(agent.port),
+           "WORLD_SIZE": "2", "RANK": "1", "GROUP_WORLD_SIZE": "1", "TORCHELASTIC_MAX_RESTARTS": "1"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    dead = round_store(timedelta(seconds=5))
+    dead.set("default_pg/0//cpu/rank_1", "127.0.0.1:30090")
+    assert dead.check(["default_pg/0//cpu/rank_1"])
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert not round_store(timedelta(seconds=5)).check(["default_pg/0//cpu/rank_1"])
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    assert round_store(timedelta(seconds=5)).get("default_pg/0//cpu/rank_1") == b"127.0.0.1:30090"
+    monkeypatch.setenv("GROUP_WORLD_SIZE", "2")  # restart counts differ between agents: not a round id
+    assert round_store(timedelta(seconds=5)) is None
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "False")  # a fresh store per round already
+    monkeypatch.setenv("GROUP_WORLD_SIZE", "1")
+    assert round_store(timedelta(seconds=5)) is None
+
+
 def test_component_builds_the_appdef():
     sys.path.insert(0, str(REPO))
     from launch.components import train
