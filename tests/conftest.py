@@ -12,3 +12,16 @@ def planted_data(tmp_path_factory):
     from planted import make_planted
 
     return make_planted(tmp_path_factory.mktemp("planted"))
+
+
+@pytest.fixture(scope="session")
+def planted_results(request, planted_data, tmp_path_factory):
+    """{module name: {run name: results}} for the PLANTED_RUNS of every collected test module that uses this
+    fixture, all trained in one 2-rank process group (tests/planted.py: train_suites)."""
+    from planted import train_suites
+
+    suites = {}
+    for item in request.session.items:
+        if "planted_results" in getattr(item, "fixturenames", ()):
+            suites.setdefault(item.module.__name__, item.module.PLANTED_RUNS)
+    return train_suites(planted_data, tmp_path_factory.mktemp("planted_runs"), suites)
