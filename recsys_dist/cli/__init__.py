@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 import warnings
@@ -48,10 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _drop_known_noise(record: logging.LogRecord) -> bool:
+    # TorchRec logs this for every data-parallel table (they have no sharding spec by design).
+    return not record.getMessage().startswith("Sharding spec not found")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     if not os.environ.get("RECSYS_DIST_VERBOSE"):  # library deprecation chatter; RECSYS_DIST_VERBOSE=1 shows it
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+        logging.getLogger().addFilter(_drop_known_noise)
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
