@@ -192,7 +192,7 @@ class ParquetBatchReader:
                 parts.append(f.read_row_group(u.row_group, columns=self.columns).slice(lo, hi - lo))
             cols = self._to_numpy(pa.concat_tables(parts), rng)
             if skip:
-                cols = _slice_rows(cols, skip, rows, self.multi_valued)
+                cols = _slice_rows(cols, skip, rows, _offsets(cols, self.multi_valued))
                 skip = 0
             yield cols
 
@@ -217,17 +217,18 @@ class ParquetBatchReader:
         emitted = self.start_step
         B = self.batch_size
         for chunk in self._chunks():
-            chunk = _concat_rows(carry, chunk, self.multi_valued) if carry is not None else chunk
+            chunk = _concat_rows(carry, chunk) if carry is not None else chunk
+            offsets = _offsets(chunk, self.multi_valued)
             n = len(chunk[self.metadata.label])
             start = 0
             while n - start >= B and emitted < self.steps:
-                yield _slice_rows(chunk, start, start + B, self.multi_valued)
+                yield _slice_rows(chunk, start, start + B, offsets)
                 emitted += 1
                 start += B
-            carry = _slice_rows(chunk, start, n, self.multi_valued) if start < n else None
+            carry = _slice_rows(chunk, start, n, offsets) if start < n else None
         if self.mode == "eval":
             while emitted < self.steps:
-                part = carry if carry is not None else _slice_rows(self._empty(), 0, 0, self.multi_valued)
+                part = carry if carry is not None else self._empty()
                 yield _pad_rows(part, B, self.multi_valued, self.metadata.label)
                 emitted += 1
                 carry = None
@@ -325,18 +326,23 @@ def _prefetched(it: Iterator[CTRBatch], depth: int) -> Iterator[CTRBatch]:
 
 
 # -- row helpers over {column: array} with multi-valued columns as (name.lengths, name) -------------------------
-def _slice_rows(cols: Dict[str, np.ndarray], lo: int, hi: int, multi: set) -> Dict[str, np.ndarray]:
+def _offsets(cols: Dict[str, np.ndarray], multi: set) -> Dict[str, np.ndarray]:
+    """Per multi-valued column, the value offset of each row (rows + 1 entries)."""
+    return {k: np.concatenate([[0], np.cumsum(cols[k + ".lengths"])]) for k in multi if k in cols}
+
+
+def _slice_rows(cols: Dict[str, np.ndarray], lo: int, hi: int, offsets: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Rows [lo, hi); `offsets` from _offsets(cols, ...) (computed once per chunk, not per slice)."""
     out = {}
     for k, v in cols.items():
-        if k in multi:
-            off = np.concatenate([[0], np.cumsum(cols[k + ".lengths"])])
-            out[k] = v[off[lo]: off[hi]]
+        if k in offsets:
+            out[k] = v[offsets[k][lo]: offsets[k][hi]]
         else:
             out[k] = v[lo:hi]
     return out
 
 
-def _concat_rows(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray], multi: set) -> Dict[str, np.ndarray]:
+def _concat_rows(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     return {k: np.concatenate([a[k], b[k]]) for k in b}
 
 
