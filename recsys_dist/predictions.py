@@ -21,22 +21,13 @@ import torch
 
 from recsys_dist.config import JobConfig
 from recsys_dist.dist_env import DistEnv
-from recsys_dist.job import BuiltModel, make_reader
-from recsys_dist.metrics import PredictionBuffer
+from recsys_dist.job import BuiltModel
+from recsys_dist.train import score_split
 
 
-@torch.no_grad()
 def predict_split(built: BuiltModel, cfg: JobConfig, env: DistEnv, split: str) -> torch.Tensor:
     """[3, N] (logits, labels, weights) of every row of `split` in input order, gathered on every rank."""
-    reader = make_reader(cfg, built, env, split)
-    built.dmp.eval()
-    buf = PredictionBuffer()  # drops weight-0 (padding) rows
-    for batch in reader:
-        batch = batch.to(env.device)
-        _, (_, logits, labels) = built.dmp(batch)
-        buf.add(logits, labels, batch.weights)
-    built.dmp.train()
-    out = buf.gathered()  # ranks in rank order = the split's row order
+    out = score_split(built, cfg, env, split).gathered()  # ranks in rank order = the split's row order
     rows = built.metadata.split(split).rows
     if out.shape[1] != rows:
         raise RuntimeError(f"predictions: scored {out.shape[1]} rows of split {split}, metadata says {rows}")

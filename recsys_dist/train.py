@@ -87,8 +87,8 @@ class _TimedIterator:
 
 
 @torch.no_grad()
-def evaluate_split(built: BuiltModel, cfg: JobConfig, env: DistEnv, split: str) -> Dict[str, float]:
-    """AUC / logloss on a split: every row scored exactly once (eval padding has weight 0), gathered on all ranks."""
+def score_split(built: BuiltModel, cfg: JobConfig, env: DistEnv, split: str) -> PredictionBuffer:
+    """This rank's (logits, labels) of every row of its part of `split`, padding rows dropped (weight 0)."""
     reader = make_reader(cfg, built, env, split)
     built.dmp.eval()
     buf = PredictionBuffer()
@@ -97,7 +97,12 @@ def evaluate_split(built: BuiltModel, cfg: JobConfig, env: DistEnv, split: str) 
         _, (_, logits, labels) = built.dmp(batch)
         buf.add(logits, labels, batch.weights)
     built.dmp.train()
-    return buf.compute()
+    return buf
+
+
+def evaluate_split(built: BuiltModel, cfg: JobConfig, env: DistEnv, split: str) -> Dict[str, float]:
+    """AUC / logloss on a split: every row scored exactly once (eval padding has weight 0), gathered on all ranks."""
+    return score_split(built, cfg, env, split).compute()
 
 
 def _make_pipeline(cfg: JobConfig, built: BuiltModel, optimizer, env: DistEnv):
@@ -181,6 +186,17 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
         save_checkpoint(built, path, position(epoch, in_epoch), optimizer, scheduler)
         return time.perf_counter() - t
 
+    def validate(when: str, **where: int) -> Dict[str, float]:
+        """Validation metrics, written to metrics.jsonl, TensorBoard and the progress bar."""
+        t = time.perf_counter()
+        metrics = evaluate_split(built, cfg, env, "val")
+        seconds = time.perf_counter() - t
+        mlog.write(event="val", step=step, **where, eval_s=seconds, **metrics)
+        tb.add(step, **{"val/auc": metrics["auc"], "val/logloss": metrics["logloss"], "time/eval_s": seconds})
+        if env.is_main:
+            bar.write(f"{when}: val auc {metrics['auc']:.4f} logloss {metrics['logloss']:.4f}")
+        return metrics
+
     start_step, t_start = step, time.perf_counter()
     bar = tqdm(total=total, initial=step, desc="train", disable=not env.is_main, mininterval=2)
     val_metrics: Dict[str, float] = {}
@@ -217,14 +233,8 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
                 window_loss, window_n, t_window, data_s_window = 0.0, 0, time.perf_counter(), it.seconds
             if has_val and cfg.train.val_every_steps and step % cfg.train.val_every_steps == 0 and step < total:
                 _detach(pipeline)
-                t = time.perf_counter()
-                val_metrics = evaluate_split(built, cfg, env, "val")
+                val_metrics = validate(f"step {step}")
                 _attach(pipeline, built)
-                mlog.write(event="val", step=step, eval_s=time.perf_counter() - t, **val_metrics)
-                tb.add(step, **{"val/auc": val_metrics["auc"], "val/logloss": val_metrics["logloss"],
-                                "time/eval_s": time.perf_counter() - t})
-                if env.is_main:
-                    bar.write(f"step {step}: val auc {val_metrics['auc']:.4f} logloss {val_metrics['logloss']:.4f}")
             every = cfg.train.checkpoint_every_steps
             if every and step % every == 0 and step < total:
                 path = out / "checkpoints" / f"step_{step:08d}"
@@ -238,11 +248,7 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
                 t_window += seconds  # keep checkpoint time out of samples/s
         _detach(pipeline)
         if has_val and not cfg.train.val_every_steps:
-            val_metrics = evaluate_split(built, cfg, env, "val")
-            mlog.write(event="val", step=step, epoch=epoch, **val_metrics)
-            tb.add(step, **{"val/auc": val_metrics["auc"], "val/logloss": val_metrics["logloss"]})
-            if env.is_main:
-                bar.write(f"epoch {epoch}: val auc {val_metrics['auc']:.4f} logloss {val_metrics['logloss']:.4f}")
+            val_metrics = validate(f"epoch {epoch}", epoch=epoch)
     bar.close()
     train_seconds = time.perf_counter() - t_start
     rows_done = (step - start_step) * cfg.data.batch_size
