@@ -11,16 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import traceback
 import warnings
 from typing import Any, Callable, Dict, List, Sequence
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from recsys_dist.dist_env import free_port
 
 
 def quiet() -> None:

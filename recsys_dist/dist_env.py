@@ -43,7 +43,7 @@ class DistEnv:
         return dist.GroupMember.WORLD  # type: ignore[return-value]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -99,7 +99,7 @@ def init_distributed(device_pref: str = "auto", timeout_s: int = 1800) -> DistEn
             else:
                 dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
         else:  # a lone process: a world of one
-            dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+            dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, local_world, device)
 
 

@@ -28,6 +28,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from recsys_dist.data.synth import bayes_auc
+
 SCHEMA_YAML = """\
 # recsys-dist prepare --schema: the example click log (recsys_dist/data/example_clicklog.py)
 label: clicked
@@ -46,14 +48,6 @@ cross_pairs: [[user, item]]
 
 TAGS = ("sports", "news", "music", "film", "games", "food", "travel", "tech", "style", "kids", "home", "auto")
 DEVICES = ("mobile", "desktop", "tablet")
-
-
-def _auc(p: np.ndarray, y: np.ndarray) -> float:
-    order = np.argsort(p, kind="stable")
-    ranks = np.empty(p.size)
-    ranks[order] = np.arange(1, p.size + 1)
-    pos = int(y.sum())
-    return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / max(pos * (y.size - pos), 1))
 
 
 def generate(rows: int = 20000, users: int = 60, items: int = 50, days: int = 14, ctr: float = 0.3,
@@ -109,8 +103,8 @@ def write_example(out: str | Path, rows: int = 20000, fmt: str = "csv", seed: in
     (out / "schema.yaml").write_text(SCHEMA_YAML)
     split = int(rows * 0.9)  # the time split's test part is the newest 10%
     report = {"rows": rows, "seed": seed, "ctr": float(d["clicked"].mean()),
-              "bayes_auc": _auc(d["p"], d["clicked"]),
-              "bayes_auc_newest_10pct": _auc(d["p"][split:], d["clicked"][split:]),
+              "bayes_auc": bayes_auc(d["p"], d["clicked"]),
+              "bayes_auc_newest_10pct": bayes_auc(d["p"][split:], d["clicked"][split:]),
               "data": str(data), "schema": str(out / "schema.yaml")}
     (out / "example_report.json").write_text(json.dumps(report, indent=2))
     return report
