@@ -47,13 +47,7 @@ def _rank(rank: int, world: int, data_dir: str, s: Dict[str, Any]):
     train_it = itertools.cycle(cached)
 
     def train_window() -> float:
-        dist.barrier()
-        t = time.perf_counter()
-        for _ in range(s["steps"]):
-            loss, _, _ = pipe.progress(train_it)
-            float(loss)
-        dist.barrier()
-        return (time.perf_counter() - t) / s["steps"]
+        return common.step_window(pipe, train_it, s["steps"])
 
     read_window()
     train_window()

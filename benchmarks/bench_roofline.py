@@ -94,13 +94,7 @@ def _rank(rank: int, world: int, data_dir: str, s: Dict[str, Any]):
     pipe, it = o.pipeline, o.it
 
     def window() -> float:
-        dist.barrier()
-        t = time.perf_counter()
-        for _ in range(s["steps"]):
-            loss, _, _ = pipe.progress(it)
-            float(loss)
-        dist.barrier()
-        return (time.perf_counter() - t) / s["steps"]
+        return common.step_window(pipe, it, s["steps"])
 
     window() if s["warmup"] else None
     out: Dict[str, list] = {"fp32": [], "bf16": [], "copy": [], "step": []}

@@ -20,7 +20,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -48,15 +47,7 @@ def _overrides(n_cross: int, s: Dict[str, Any]) -> List[str]:
 
 
 def _window(o, steps: int) -> float:
-    import torch.distributed as dist
-
-    dist.barrier()
-    t = time.perf_counter()
-    for _ in range(steps):
-        loss, _, _ = o.pipeline.progress(o.it)
-        float(loss)
-    dist.barrier()
-    return (time.perf_counter() - t) / steps
+    return common.step_window(o.pipeline, o.it, steps)
 
 
 def _tables_rank(rank: int, world: int, data_dir: str, s: Dict[str, Any], counts: List[int]):

@@ -145,25 +145,12 @@ def build_reference(s: Dict[str, Any], rank: int, world: int, device, compute_ke
 
 def _rank(rank: int, world: int, data_dir: str, s: Dict[str, Any], overrides: List[str], compute_kernel):
     import torch
-    import torch.distributed as dist
 
     o = build_ours(data_dir, s, overrides, compute_kernel)
     ours, ours_it, ours_plan, device = o.pipeline, o.it, o.built.plan, o.device
     ref, ref_it, ref_plan, ref_pg = build_reference(s, rank, world, device, compute_kernel)
 
-    def window(pipeline, it, n: int, pg) -> float:
-        dist.barrier(group=pg)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(n):
-            loss, _, _ = pipeline.progress(it)
-            float(loss)  # as the train loop does (logs the loss)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        dist.barrier(group=pg)
-        return (time.perf_counter() - t) / n
-
+    window = common.step_window
     window(ours, ours_it, s["warmup"], None)
     window(ref, ref_it, s["warmup"], ref_pg)
     times = common.alternate({"ours": lambda: window(ours, ours_it, s["steps"], None),

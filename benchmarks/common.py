@@ -117,6 +117,26 @@ def paired_ratio(num: Sequence[float], den: Sequence[float]) -> Tuple[float, flo
     return statistics.median(r), min(r), max(r)
 
 
+def step_window(pipeline, it, steps: int, pg=None) -> float:
+    """Seconds per step of `steps` train-pipeline steps between barriers (CUDA synchronized where present); the
+    loss is read every step, as the train loop does when it logs it."""
+    import torch
+    import torch.distributed as dist
+
+    cuda = torch.cuda.is_available()
+    dist.barrier(group=pg)
+    if cuda:
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(steps):
+        loss, _, _ = pipeline.progress(it)
+        float(loss)
+    if cuda:
+        torch.cuda.synchronize()
+    dist.barrier(group=pg)
+    return (time.perf_counter() - t) / steps
+
+
 def timed(fn: Callable[[], Any]) -> float:
     t = time.perf_counter()
     fn()
