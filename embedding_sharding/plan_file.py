@@ -30,6 +30,7 @@ from torchrec.distributed.types import (
 )
 
 from embedding_sharding.planner import embedding_module_paths, embedding_tables
+from recsys_dist.json_file import read_json
 
 FORMAT = "recsys-dist-sharding-plan"
 VERSION = 1
@@ -119,12 +120,7 @@ def save_plan(plan: ShardingPlan, path: str | Path, context: Dict[str, Any],
 
 def read_plan_json(path: str | Path) -> Dict[str, Any]:
     p = Path(path)
-    if not p.is_file():
-        raise PlanFileError(f"plan file not found: {p}; write one with `recsys-dist plan --out {p}`")
-    try:
-        doc = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise PlanFileError(f"{p}: not valid JSON: {e}") from None
+    doc = read_json(p, PlanFileError, f"plan file not found: {p}; write one with `recsys-dist plan --out {p}`")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise PlanFileError(f"{p}: not a sharding plan file (expected \"format\": \"{FORMAT}\")")
     if doc.get("version") != VERSION:

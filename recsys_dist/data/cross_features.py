@@ -24,7 +24,6 @@ pairs get tables. Feature (and table) names are "CixCj" (table "t_CixCj").
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -33,6 +32,7 @@ import numpy as np
 
 from recsys_dist.config import ConfigError
 from recsys_dist.data.metadata import Metadata
+from recsys_dist.json_file import read_json
 
 METHODS = ("memorize", "factorize", "naive")
 _C1, _C2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
@@ -143,13 +143,8 @@ def read_architecture(path: str | Path) -> Dict[str, Any]:
     """A searched-architecture JSON (OptInterArch.export_architecture): {"methods": {name: method}, "pairs":
     {name: [a, b]}, ...}, checked."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: architecture file not found (written by an OptInter search run as "
-                          "<out_dir>/architecture.json)")
-    try:
-        d = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{p}: not valid JSON: {e}") from None
+    d = read_json(p, ConfigError, f"{p}: architecture file not found (written by an OptInter search run as "
+                                  "<out_dir>/architecture.json)")
     if not isinstance(d, dict) or not isinstance(d.get("methods"), dict) or not isinstance(d.get("pairs"), dict):
         raise ConfigError(f"{p}: expected an OptInter architecture with 'methods' and 'pairs' mappings")
     for name, m in d["methods"].items():

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from recsys_dist.json_file import read_json
+
 METADATA_FILE = "metadata.json"
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -108,12 +110,7 @@ class Metadata:
     @classmethod
     def load(cls, folder: str | Path) -> "Metadata":
         path = Path(folder) / METADATA_FILE
-        if not path.is_file():
-            raise MetadataError(f"{path}: not found; run `recsys-dist prepare` to make a dataset folder")
-        try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise MetadataError(f"{path}: not valid JSON: {e}") from None
+        d = read_json(path, MetadataError, f"{path}: not found; run `recsys-dist prepare` to make a dataset folder")
         return cls.from_dict(d, str(path))
 
     def check(self, source: str = METADATA_FILE) -> None:

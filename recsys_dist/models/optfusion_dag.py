@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from recsys_dist.json_file import read_json
+
 OPS: Tuple[str, ...] = ("ADD", "PROD", "CONCAT", "ATT")  # Table 1, in the order of beta's columns
 CROSS_TYPES: Tuple[str, ...] = ("crossnet", "crossnetv2", "cin")  # Table 6
 FORMAT = "recsys-dist/optfusion-architecture"
@@ -215,12 +217,7 @@ class FusionArchitecture:
     @classmethod
     def load(cls, path: str | Path) -> "FusionArchitecture":
         p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"optfusion architecture file not found: {p}")
-        try:
-            d = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{p}:{e.lineno}: not valid JSON: {e.msg}") from None
+        d = read_json(p, ValueError, f"optfusion architecture file not found: {p}", missing_error=FileNotFoundError)
         return cls.from_dict(d, source=str(p))
 
 
