@@ -225,17 +225,15 @@ def validate(cfg: JobConfig, source: str = "config") -> None:
     _choice(cfg.train.device, DEVICES, "train.device", source)
     _choice(cfg.train.mixed_precision, PRECISIONS, "train.mixed_precision", source)
     _choice(cfg.model.embedding_dtype, EMBEDDING_DTYPES, "model.embedding_dtype", source)
-    for key in ("data.batch_size", "data.eval_batch_size", "model.embedding_dim", "optim.sparse_lr",
-                "optim.dense_lr", "optim.arch_lr", "train.epochs", "data.shuffle_buffer_rows"):
-        sec, name = key.split(".")
-        _positive(getattr(getattr(cfg, sec), name), key, source)
-    for key in ("train.max_steps", "model.max_rows_per_table", "train.threads", "train.keep_checkpoints"):
-        sec, name = key.split(".")
-        _positive(getattr(getattr(cfg, sec), name), key, source)
-    for key in ("train.val_every_steps", "train.log_every_steps", "optim.warmup_steps", "optim.weight_decay",
-                "data.prefetch_batches", "train.checkpoint_every_steps"):
-        sec, name = key.split(".")
-        _positive(getattr(getattr(cfg, sec), name), key, source, allow_zero=True)
+    positive = ("data.batch_size", "data.eval_batch_size", "model.embedding_dim", "optim.sparse_lr", "optim.dense_lr",
+                "optim.arch_lr", "train.epochs", "data.shuffle_buffer_rows", "train.max_steps",
+                "model.max_rows_per_table", "train.threads", "train.keep_checkpoints")  # (None: unset, allowed)
+    non_negative = ("train.val_every_steps", "train.log_every_steps", "optim.warmup_steps", "optim.weight_decay",
+                    "data.prefetch_batches", "train.checkpoint_every_steps")
+    for keys, allow_zero in ((positive, False), (non_negative, True)):
+        for key in keys:
+            sec, name = key.split(".")
+            _positive(getattr(getattr(cfg, sec), name), key, source, allow_zero=allow_zero)
     if cfg.train.resume not in ("auto", "never") and not Path(cfg.train.resume).is_dir():
         raise ConfigError(f"{source}: train.resume={cfg.train.resume!r}: expected auto, never or a checkpoint folder")
     if cfg.sharding.sharding_types is not None:
