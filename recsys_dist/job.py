@@ -38,13 +38,9 @@ class Features:
 
 
 def features_for(cfg: JobConfig, md: Metadata) -> Features:
-    dim = cfg.model.embedding_dim
-    cap = cfg.model.max_rows_per_table
-    tables = [
-        TableSpec(f.name, min(f.num_embeddings, cap) if cap else f.num_embeddings, f.embedding_dim or dim,
-                  f.pooling, f.avg_ids_per_sample)
-        for f in md.sparse_features
-    ]
+    rows = md.table_rows(cfg.model.max_rows_per_table)
+    tables = [TableSpec(f.name, rows[f.name], f.embedding_dim or cfg.model.embedding_dim, f.pooling,
+                        f.avg_ids_per_sample) for f in md.sparse_features]
     feats = Features(tables)
     if cfg.data.cross_pairs is not None:
         from recsys_dist.data.cross_features import cross_features  # OptInter's cross-product tables

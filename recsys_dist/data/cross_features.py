@@ -191,12 +191,6 @@ def select_pairs(spec: Any, md: Metadata, source: str = "data.cross_pairs") -> L
     return out
 
 
-def base_rows(cfg, md: Metadata) -> Dict[str, int]:
-    """Rows of each base table as the model builds it (ids arrive modulo model.max_rows_per_table)."""
-    cap = cfg.model.max_rows_per_table
-    return {f.name: min(f.num_embeddings, cap) if cap else f.num_embeddings for f in md.sparse_features}
-
-
 def cross_features(cfg, md: Metadata):
     """(TableSpecs of the cross features, CrossTransform) for `data.cross_pairs`; called by job.features_for.
 
@@ -212,7 +206,7 @@ def cross_features(cfg, md: Metadata):
     clash = sorted(set(md.sparse_names) & {cross_name(a, b) for a, b in names})
     if clash:
         raise ConfigError(f"data.cross_pairs: cross feature name(s) {clash} already name features of the dataset")
-    pairs = make_pairs(names, base_rows(cfg, md), cfg.data.cross_table_rows)
+    pairs = make_pairs(names, md.table_rows(cfg.model.max_rows_per_table), cfg.data.cross_table_rows)
     frequent = None
     if cfg.data.cross_min_count > 1:
         from recsys_dist.data.cross_counts import frequent_buckets

@@ -72,6 +72,10 @@ class Metadata:
                 return f
         raise KeyError(f"no sparse feature {name!r}; have {', '.join(self.sparse_names)}")
 
+    def table_rows(self, cap: Optional[int] = None) -> Dict[str, int]:
+        """Rows of each sparse feature's table: num_embeddings, or `cap` if smaller (ids then arrive modulo it)."""
+        return {f.name: min(f.num_embeddings, cap) if cap else f.num_embeddings for f in self.sparse_features}
+
     def split(self, name: str) -> SplitInfo:
         if name not in self.splits:
             raise MetadataError(f"split {name!r} not in the dataset; have {', '.join(self.splits)}")
