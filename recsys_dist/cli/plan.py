@@ -235,6 +235,14 @@ def run(args: argparse.Namespace) -> int:
     if len(variants) > 1 and out is not None:
         written.append(("plan (compare)", _beside(out, ".compare.json")))
     report_json: Any = reports[0] if len(reports) == 1 else {"a": reports[0], "b": reports[1]}
+
+    def emit(text: str, suffix: str, label: str) -> None:  # beside the plan file, or on stdout without one
+        if out is None:
+            print(text)
+        else:
+            _beside(out, suffix).write_text(text)
+            written.append((label, _beside(out, suffix)))
+
     for fmt in formats:
         if fmt == "text":
             for r in reports:
@@ -242,19 +250,9 @@ def run(args: argparse.Namespace) -> int:
             if len(reports) > 1:
                 print("== side by side ==\n" + render_compare_text(*reports))
         elif fmt == "markdown":
-            md = "\n".join(render_markdown(r) for r in reports)
-            if out is None:
-                print(md)
-            else:
-                _beside(out, ".md").write_text(md)
-                written.append(("markdown", _beside(out, ".md")))
+            emit("\n".join(render_markdown(r) for r in reports), ".md", "markdown")
         elif fmt == "json":
-            text = json.dumps(report_json, indent=1)
-            if out is None:
-                print(text)
-            else:
-                _beside(out, ".report.json").write_text(text)
-                written.append(("json report", _beside(out, ".report.json")))
+            emit(json.dumps(report_json, indent=1), ".report.json", "json report")
         elif fmt == "html":
             title = "Sharding plan" + (f": {args.preset}" if args.preset else "") + (" (comparison)" if len(
                 reports) > 1 else "")
