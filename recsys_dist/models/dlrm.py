@@ -5,8 +5,9 @@
     p  = [z0, <Z_i, Z_j> for i < j]                  [B, D + (F+1)F/2]
     y  = MLP_top(p)   (no activation on the output)  [B]
 
-Built from TorchRec's own `torchrec.models.dlrm` DenseArch / InteractionArch / OverArch, so the numbers are
-TorchRec's; only the [B, F, D] interface around them is ours.
+The layers compute what TorchRec's `torchrec.models.dlrm` DenseArch / InteractionArch / OverArch compute (tests
+check values and gradients against them), with the CPU-fast pieces: TorchRec's MLP through oneDNN
+(recsys_dist.models.mlp) and a one-GEMM-backward dot interaction (recsys_dist.models.dot_interaction).
 
 Args:
     inputs: ArchInputs (num_dense > 0 for the bottom MLP).
@@ -26,11 +27,12 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
-from torchrec.models.dlrm import DenseArch as TorchRecBottom
-from torchrec.models.dlrm import InteractionArch, OverArch
+from torch import nn
 
 from recsys_dist.models.arch import ArchInputs, DenseArch
+from recsys_dist.models.dot_interaction import DotInteraction
 from recsys_dist.models.maskfusion import MaskFusionDNN
+from recsys_dist.models.mlp import MLP
 
 
 class DLRMArch(DenseArch):
@@ -43,14 +45,15 @@ class DLRMArch(DenseArch):
             raise ValueError("dlrm needs dense features for its bottom MLP (dataset has num_dense = 0)")
         if not bottom_mlp or bottom_mlp[-1] != D:
             raise ValueError(f"dlrm: bottom_mlp must end with the embedding dim {D}, got {list(bottom_mlp)}")
-        if not top_mlp or top_mlp[-1] != 1:
-            raise ValueError(f"dlrm: top_mlp must end with 1, got {list(top_mlp)}")
-        self.bottom = TorchRecBottom(in_features=inputs.num_dense, layer_sizes=list(bottom_mlp))
-        self.interaction = InteractionArch(num_sparse_features=F)
+        if len(top_mlp) < 2 or top_mlp[-1] != 1:
+            raise ValueError(f"dlrm: top_mlp must have at least two widths and end with 1, got {list(top_mlp)}")
+        self.bottom = MLP(inputs.num_dense, list(bottom_mlp), activation="relu")      # ReLU on every layer
+        self.interaction = DotInteraction(num_sparse_features=F)
         top_in = D + (F + 1) * F // 2
         self.mask_fusion = mask_fusion is not None
         self.top = (MaskFusionDNN(top_in, list(top_mlp), F + 1, D, mask_fusion) if self.mask_fusion
-                    else OverArch(in_features=top_in, layer_sizes=list(top_mlp)))
+                    else nn.Sequential(MLP(top_in, list(top_mlp[:-1]), activation="relu"),
+                                       nn.Linear(top_mlp[-2], 1)))    # TorchRec's OverArch: no ReLU on the logit
 
     def forward(self, dense: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         z0 = self.bottom(dense)

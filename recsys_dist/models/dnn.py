@@ -15,14 +15,14 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
-from torchrec.modules.mlp import MLP
+from recsys_dist.models.mlp import MLP
 
 from recsys_dist.models.arch import ArchInputs
 from recsys_dist.models.maskfusion import MaskFusionDNN
 
 
 class DNN(nn.Module):
-    """The plain DNN tower: TorchRec's MLP with ReLU on every layer but the last.
+    """The plain DNN tower: our MLP (TorchRec's, on oneDNN) with ReLU on every layer but the last.
 
     Args:
         in_features: width of x; layers: widths, e.g. [512, 256, 1].

@@ -29,7 +29,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
-from torchrec.modules.mlp import MLP
+from recsys_dist.models.mlp import MLP
 
 VARIANTS = ("fusion", "fwm", "fwmf", "dwmf")
 
