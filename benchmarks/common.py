@@ -58,6 +58,26 @@ def machine() -> str:
 
 
 # -- data ---------------------------------------------------------------------------------------------------
+def torchrec_dlrm_dense(num_dense: int, num_sparse: int, bottom: Sequence[int], top: Sequence[int]):
+    """The DLRM dense arch from TorchRec's own modules (`torchrec.models.dlrm` DenseArch, InteractionArch, OverArch):
+    forward(dense [B, num_dense], emb [B, F, D]) -> logits [B]. The reference for our DLRMArch's speed and the
+    canonical formulation whose FLOPs the roofline counts."""
+    import torch
+    from torchrec.models.dlrm import DenseArch, InteractionArch, OverArch
+
+    class TorchRecDLRMDense(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bottom = DenseArch(num_dense, list(bottom))
+            self.interaction = InteractionArch(num_sparse)
+            self.top = OverArch(bottom[-1] + (num_sparse + 1) * num_sparse // 2, list(top))
+
+        def forward(self, dense, emb):
+            return self.top(self.interaction(self.bottom(dense), emb)).squeeze(-1)
+
+    return TorchRecDLRMDense()
+
+
 def write_criteo_like(root: Path, rows: int, cardinalities: Sequence[int], seed: int = 0,
                       rows_per_file: int = 131072, row_group: int = 16384, splits: Sequence[str] = ("train",)):
     """A prepared dataset (metadata.json + Parquet) with Criteo's columns: label, I1..I13 (uniform [0, 1), like

@@ -43,3 +43,13 @@ def test_input_pipeline_small_runs_and_prints_its_ratio():
     last = p.stdout.strip().splitlines()[-1]
     assert last.startswith("ratio reader batches/s on one core / train steps/s")
     assert float(last.rsplit(":", 1)[1]) > 0
+
+
+def test_dense_arch_small_runs_checks_equal_logits_and_prints_its_ratio():
+    p = subprocess.run([sys.executable, str(BENCH / "bench_dense_arch.py"), "--small", "--rounds", "1", "--steps", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "max |logit difference| ours vs reference" in p.stdout
+    last = p.stdout.strip().splitlines()[-1]
+    assert last.startswith("ratio reference / ours dense step time")
+    assert float(last.rsplit(":", 1)[1]) > 0
