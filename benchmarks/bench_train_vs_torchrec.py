@@ -68,7 +68,7 @@ def build_ours(data_dir: str, s: Dict[str, Any], overrides: List[str], compute_k
     """Exactly what recsys_dist.train.train builds: config -> sharded model, optimizer, reader, pipeline.
     `arch`: (name, arch_args) instead of the foundation DLRM."""
     from recsys_dist.config import load_config, validate
-    from recsys_dist.dist_env import init_distributed, set_threads
+    from recsys_dist.dist_env import setup_process
     from recsys_dist.job import build_sharded_model, make_reader
     from recsys_dist.optim import build_optimizer
     from recsys_dist.train import _make_pipeline
@@ -81,8 +81,7 @@ def build_ours(data_dir: str, s: Dict[str, Any], overrides: List[str], compute_k
                              *overrides])
     cfg.model.arch, cfg.model.arch_args = arch or ("dlrm", {"bottom_mlp": s["bottom"], "top_mlp": s["top"]})
     validate(cfg)
-    env = init_distributed(cfg.train.device)
-    set_threads(cfg.train.threads, env.local_world_size)
+    env, _ = setup_process(cfg.train)
     built = build_sharded_model(cfg, env)
     optimizer = build_optimizer(built.dmp, built.model.dense_arch.architecture_parameters(), cfg.optim)
     reader = make_reader(cfg, built, env, "train")

@@ -86,6 +86,7 @@ class TrainConfig:
     resume: str = "auto"  # auto: from the newest complete checkpoint in out_dir, if any | never | a folder
     tensorboard: bool = True  # TensorBoard scalars in <out_dir>/tensorboard (rank 0)
     mixed_precision: str = "fp32"  # fp32 | bf16 (dense arch under autocast)
+    tune_malloc: bool = True  # glibc keeps freed activation memory: no per-step page faults (recsys_dist/malloc.py)
 
 
 @dataclass

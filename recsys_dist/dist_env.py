@@ -21,7 +21,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from recsys_dist.config import ConfigError
+from recsys_dist.config import ConfigError, TrainConfig
+from recsys_dist.malloc import keep_freed_memory
 
 log = logging.getLogger("recsys_dist")
 
@@ -108,3 +109,13 @@ def set_threads(requested: int | None, local_world_size: int) -> int:
     n = requested or max(1, (os.cpu_count() or 1) // max(1, local_world_size))
     torch.set_num_threads(n)
     return n
+
+
+def setup_process(train: TrainConfig) -> tuple[DistEnv, int]:
+    """What every job command does first: join the job, set the intra-op threads, and (train.tune_malloc) keep
+    freed memory in the process. Returns the env and the threads."""
+    env = init_distributed(train.device)
+    threads = set_threads(train.threads, env.local_world_size)
+    if train.tune_malloc:
+        keep_freed_memory()
+    return env, threads

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from recsys_dist.config import ConfigError, JobConfig
-from recsys_dist.dist_env import init_distributed, set_threads
+from recsys_dist.dist_env import setup_process
 from recsys_dist.job import build_sharded_model, load_checkpoint
 
 
@@ -17,8 +17,7 @@ def evaluate(cfg: JobConfig, checkpoint: str | Path, split: str = "test",
     ckpt = Path(checkpoint)
     if not ckpt.is_dir():
         raise ConfigError(f"checkpoint {ckpt}: not found (expected the checkpoint/ folder of a train run)")
-    env = init_distributed(cfg.train.device)
-    set_threads(cfg.train.threads, env.local_world_size)
+    env, _ = setup_process(cfg.train)
     cfg.sharding.plan = None  # the plan of the training run may be for another world size: plan afresh
     built = build_sharded_model(cfg, env)
     info = load_checkpoint(built, ckpt, cfg=cfg, restore_rng=False)  # refuses another model's checkpoint

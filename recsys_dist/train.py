@@ -25,7 +25,7 @@ from torchrec.distributed.train_pipeline import TrainPipelineBase, TrainPipeline
 from tqdm import tqdm
 
 from recsys_dist.config import JobConfig, to_dict
-from recsys_dist.dist_env import DistEnv, init_distributed, set_threads
+from recsys_dist.dist_env import DistEnv, setup_process
 from recsys_dist.job import (BuiltModel, build_sharded_model, fingerprint, load_checkpoint, make_reader,
                              save_checkpoint, write_run_files)
 from recsys_dist.metrics import PredictionBuffer
@@ -129,8 +129,7 @@ def _init_lazy_optimizer_state(optimizer) -> None:
 
 
 def train(cfg: JobConfig) -> Dict[str, Any]:
-    env = init_distributed(cfg.train.device)
-    threads = set_threads(cfg.train.threads, env.local_world_size)
+    env, threads = setup_process(cfg.train)
     logging.basicConfig(level=logging.INFO if env.is_main else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
     built = build_sharded_model(cfg, env)
