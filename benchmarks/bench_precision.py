@@ -169,7 +169,8 @@ def main(argv=None) -> float:
             variants = {"fp32": [], "bf16 dense": ["train.mixed_precision=bf16"],
                         "fp16 tables": ["model.embedding_dtype=fp16"],
                         "bf16 dense + fp16 tables": ["train.mixed_precision=bf16", "model.embedding_dtype=fp16"],
-                        "fp32, other seed": ["train.seed=1"]}  # control: how much AUC moves run to run
+                        "fp32, other seed": ["train.seed=1"],  # controls: how much AUC moves run to run
+                        "bf16 dense, other seed": ["train.mixed_precision=bf16", "train.seed=1"]}
             aucs = {}
             for name, ov in variants.items():
                 res = common.run_ranks(_train_rank, 2, (str(data), str(Path(tmp) / name.replace(" ", "_")), s, ov),
@@ -179,6 +180,9 @@ def main(argv=None) -> float:
         for k, v in aucs.items():
             if k == "fp32, other seed":
                 print(f"AUC difference fp32 seed 1 - fp32 seed 0 (run-to-run control): {v - aucs['fp32']:+.4f}")
+            elif k == "bf16 dense, other seed":
+                print(f"AUC difference bf16 dense seed 1 - fp32 seed 1: {v - aucs['fp32, other seed']:+.4f}")
+                worst = max(worst, abs(v - aucs["fp32, other seed"]))
             elif k != "fp32":
                 print(f"AUC difference {k} - fp32: {v - aucs['fp32']:+.4f}")
                 worst = max(worst, abs(v - aucs["fp32"]))

@@ -131,3 +131,17 @@ def test_dlrm_equals_torchrec_dense_interaction_over_arch():
 def test_dlrm_rejects_a_top_mlp_without_hidden_layer():
     with pytest.raises(ValueError, match="top_mlp must have at least two widths"):
         DLRMArch(ArchInputs(13, ("C1",), 4), bottom_mlp=[4], top_mlp=[1])
+
+
+def test_under_bf16_autocast_the_interaction_and_the_logit_stay_fp32():
+    torch.manual_seed(4)
+    F_, D = 3, 8
+    arch = DLRMArch(ArchInputs(13, tuple(f"C{i}" for i in range(F_)), D), bottom_mlp=[16, D], top_mlp=[16, 1])
+    z0, emb = torch.randn(6, D), torch.randn(6, F_, D)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inter = arch.interaction(z0, emb)
+        hidden = arch.top[0](inter)
+        logits = arch(torch.rand(6, 13), emb)
+    assert inter.dtype == torch.float32 and logits.dtype == torch.float32
+    assert hidden.dtype == torch.bfloat16                       # the MLPs do run in bf16
+    torch.testing.assert_close(inter, arch.interaction(z0, emb), rtol=0, atol=0)

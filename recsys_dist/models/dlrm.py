@@ -8,6 +8,8 @@
 The layers compute what TorchRec's `torchrec.models.dlrm` DenseArch / InteractionArch / OverArch compute (tests
 check values and gradients against them), with the CPU-fast pieces: TorchRec's MLP through oneDNN
 (recsys_dist.models.mlp) and a one-GEMM-backward dot interaction (recsys_dist.models.dot_interaction).
+Under bf16 autocast (train.mixed_precision=bf16) the MLPs run in bf16; the interaction and the logit layer stay
+fp32 (their rounding moved the test AUC most, for ~5% of the FLOPs; docs/benchmarks.md "Precision").
 
 Args:
     inputs: ArchInputs (num_dense > 0 for the bottom MLP).
@@ -27,6 +29,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recsys_dist.models.arch import ArchInputs, DenseArch
@@ -60,4 +63,14 @@ class DLRMArch(DenseArch):
         x = self.interaction(z0, embeddings)
         if self.mask_fusion:
             return self.top(x, torch.cat([z0.unsqueeze(1), embeddings], dim=1)).squeeze(-1)
-        return self.top(x).squeeze(-1)
+        hidden, out = self.top
+        return fp32_logit(hidden(x), out.weight, out.bias).squeeze(-1)
+
+
+def fp32_logit(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """The 1-wide output layer, in fp32 also under autocast: the logit the loss sees keeps fp32's precision."""
+    with torch.autocast(h.device.type, enabled=False):
+        return F.linear(h.float(), weight.float(), bias.float())
+
+
+torch.fx.wrap("fp32_logit")  # a leaf in TorchRec's pipeline tracing
