@@ -4,9 +4,10 @@
     out_dir/{train,val,test}/part-NNNNN.parquet   label int8, I1..I13 float32 (log) | int64 ids (bucketize),
                                                   C1..C26 int64 ids in [0, num_embeddings)
 
-Streaming: each input file is read by pyarrow's CSV reader in blocks (memory bounded by block size, whatever the
-file size), parsed and encoded with vectorized numpy (criteo_encode), and written as row groups; files are processed
-by `workers` processes in parallel. The id layouts are in recsys_dist.data.criteo_encode.
+Streaming: each input file is read in blocks of whole lines (raw_files.line_blocks, no read-ahead: memory is a
+block's worth whatever the file size), each block parsed by pyarrow's CSV parser and encoded with vectorized
+numpy (criteo_encode); each split is written in row groups of ROW_GROUP_ROWS rows. Files are processed by
+`workers` processes in parallel. The id layouts are in recsys_dist.data.criteo_encode.
 
 Splits: `day` (Terabyte): every day file but the last is train; the last day's first half of lines (by line
 number, ceil(L / 2)) is val, the rest test. `ratio`: each row goes to val / test / train with probabilities
@@ -44,11 +45,12 @@ from recsys_dist.data import criteo_encode as enc
 from recsys_dist.data.bad_rows import MAX_SAMPLES, BadRows, PrepareError
 from recsys_dist.data.criteo_schema import CATEGORICAL_NAMES, COLUMNS, DENSE_NAMES, NUM_COLUMNS
 from recsys_dist.data.metadata import SPLITS, Metadata, SparseFeature, SplitInfo
-from recsys_dist.data.raw_files import count_lines
+from recsys_dist.data.raw_files import LineTooLong, count_lines, line_blocks
 from recsys_dist.data.raw_files import open_raw as _open
 from recsys_dist.data.raw_files import physical_lines as _lines
 
-BLOCK_BYTES = 8 << 20  # CSV reader block (~55k Criteo rows): the unit of memory and of a Parquet row group
+BLOCK_BYTES = 8 << 20  # raw read block (~32k Criteo rows): the unit of parsing and encoding
+ROW_GROUP_ROWS = 32768  # output row group (~a block of rows), whatever a split's share of a block
 PARALLEL_MIN_BYTES = 64 << 20  # one worker process per this much input (up to `workers`)
 _DAY = re.compile(r"^day_(\d+)(\.gz)?$")
 _KAGGLE = re.compile(r"^train\.txt(\.gz)?$")
@@ -121,23 +123,34 @@ class _DenseStats:
 
 
 def _reader(path: str, stream: Any, invalid: List[int], bad: BadRows) -> Iterator[pa.RecordBatch]:
+    """Parsed batches of one block each (raw_files.line_blocks: no read-ahead, so memory does not grow with the
+    file); skipped rows' line numbers go to `invalid` (1-based over the whole file) and to `bad`."""
+    lines_before = 0  # lines in the blocks before the current one (Arrow numbers each block's lines from 1)
+
     def on_invalid(row: Any) -> str:
-        invalid.append(row.number)
+        line = lines_before + row.number
+        invalid.append(line)
         text = row.text if len(row.text) <= 120 else row.text[:120] + "..."
-        bad.add(path, row.number, "column_count",
+        bad.add(path, line, "column_count",
                 f"{row.actual_columns} tab-separated fields, expected {NUM_COLUMNS}: {text!r}")
         return "skip"
 
-    return pacsv.open_csv(
-        stream,
-        read_options=pacsv.ReadOptions(column_names=list(COLUMNS), use_threads=False, block_size=BLOCK_BYTES),
-        parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False, escape_char=False,
-                                         newlines_in_values=False, ignore_empty_lines=False,
-                                         invalid_row_handler=on_invalid),
-        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in COLUMNS},
-                                             strings_can_be_null=True, null_values=[""],
-                                             quoted_strings_can_be_null=False),
-    )
+    parse = pacsv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False, escape_char=False,
+                               newlines_in_values=False, ignore_empty_lines=False, invalid_row_handler=on_invalid)
+    convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in COLUMNS}, strings_can_be_null=True,
+                                   null_values=[""], quoted_strings_can_be_null=False)
+    rows = 0
+    try:
+        for block in line_blocks(stream, BLOCK_BYTES):
+            read = pacsv.ReadOptions(column_names=list(COLUMNS), use_threads=False, block_size=len(block) + 1)
+            for batch in pacsv.open_csv(pa.py_buffer(block), read_options=read, parse_options=parse,
+                                        convert_options=convert):
+                rows += batch.num_rows
+                yield batch
+            lines_before = rows + len(invalid)
+            del block  # before the next read: one block in memory at a time
+    except LineTooLong as e:
+        raise PrepareError(f"{path}:{rows + len(invalid) + 1}: {e}: not a Criteo TSV line") from None
 
 
 def _first_bad(bad: List[Tuple[str, np.ndarray, str, Any]], n: int) -> Tuple[np.ndarray, List[Tuple[str, str]]]:
@@ -162,8 +175,7 @@ def _process(task: _Task) -> Dict[str, Any]:
     invalid: List[int] = []
     counters = [enc.VocabCounter() for _ in CATEGORICAL_NAMES] if task.mode == "count" else None
     stats = _DenseStats()
-    writers: Dict[str, Any] = {}
-    parts: List[Dict[str, Any]] = []
+    writers: Dict[str, _SplitParts] = {}
     rng = np.random.default_rng([task.split[3], task.index]) if task.split[0] == "ratio" else None
     seen = 0  # rows delivered by the reader so far (valid column count)
     stream = _open(task.path)
@@ -188,17 +200,20 @@ def _process(task: _Task) -> Dict[str, Any]:
                         for f, c in enumerate(counters):
                             c.add(sub["_raw"][f][~sub["_empty"][f]])
                     continue
-                _write(task, writers, parts, name, sub)
+                if name not in writers:
+                    writers[name] = _SplitParts(task, name)
+                writers[name].add(sub)
     except OSError as e:  # an I/O error while reading: report it at the line reached, never crash mid-way
         bad.add(task.path, seen + len(invalid) + 1, "read_error", f"read error: {e}")
     finally:
         problem = getattr(getattr(stream, "raw", None), "problem", None)
         stream.close()
-        for w in writers.values():
-            w["writer"].close()
+    for w in writers.values():  # (on an exception the open ParquetWriters close when collected)
+        w.close()
     if problem is not None:
         bad.add(task.path, seen + len(invalid) + 1, problem, stream.raw.detail)
     bad.raise_strict()
+    parts = [p for w in writers.values() for p in w.parts]
     out: Dict[str, Any] = {"index": task.index, "parts": parts, "bad": bad.as_dict(), "lines": seen + len(invalid),
                            "stats": asdict(stats)}
     if counters is not None:
@@ -298,27 +313,55 @@ def _schema(dense: str) -> pa.Schema:
                      + [(n, pa.int64()) for n in CATEGORICAL_NAMES])
 
 
-def _write(task: _Task, writers: Dict[str, Any], parts: List[Dict[str, Any]], split: str,
-           sub: Dict[str, np.ndarray]) -> None:
-    schema = _schema(task.dense)
-    table = pa.Table.from_arrays([pa.array(sub[n], type=schema.field(n).type) for n in schema.names], schema=schema)
-    offset = 0
-    while offset < table.num_rows:
-        w = writers.get(split)
-        if w is None or w["rows"] >= task.rows_per_file:
-            if w is not None:
-                w["writer"].close()
-            k = sum(1 for p in parts if p["split"] == split)
-            path = Path(task.out_dir) / split / f".tmp-{task.index:05d}-{k:05d}.parquet"
-            w = writers[split] = {"writer": pq.ParquetWriter(str(path), schema), "rows": 0}
-            parts.append({"split": split, "path": str(path), "rows": 0, "positives": 0})
-        take = table.slice(offset, task.rows_per_file - w["rows"])
-        w["writer"].write_table(take)
-        w["rows"] += take.num_rows
-        part = [p for p in parts if p["split"] == split][-1]
-        part["rows"] += take.num_rows
-        part["positives"] += int(pc.sum(take.column("label")).as_py() or 0)
-        offset += take.num_rows
+class _SplitParts:
+    """One split's rows of one input file -> temporary part files of <= rows_per_file rows each, written as row
+    groups of ROW_GROUP_ROWS rows (a file's last one may be shorter). Memory is one pending row group; the footer
+    metadata a ParquetWriter keeps until it closes is at most rows_per_file / ROW_GROUP_ROWS row groups (a row
+    group per block instead would grow it by ~20 kB a block until the file is full: val / test files of 5% of the
+    rows stay open for ~600 blocks)."""
+
+    def __init__(self, task: _Task, split: str) -> None:
+        self.task, self.split, self.schema = task, split, _schema(task.dense)
+        self.pending: List[pa.Table] = []
+        self.pending_rows = 0
+        self.writer: Optional[pq.ParquetWriter] = None
+        self.parts: List[Dict[str, Any]] = []  # {split, path, rows, positives}, in row order
+
+    def add(self, cols: Dict[str, np.ndarray]) -> None:
+        s = self.schema
+        self.pending.append(pa.Table.from_arrays([pa.array(cols[n], type=s.field(n).type) for n in s.names],
+                                                 schema=s))
+        self.pending_rows += self.pending[-1].num_rows
+        while self.pending_rows >= self._next_group():
+            self._flush(self._next_group())
+
+    def close(self) -> None:
+        if self.pending_rows:
+            self._flush(self.pending_rows)
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def _next_group(self) -> int:
+        in_file = self.parts[-1]["rows"] if self.writer is not None else 0
+        return min(ROW_GROUP_ROWS, self.task.rows_per_file - in_file)
+
+    def _flush(self, rows: int) -> None:
+        table = pa.concat_tables(self.pending)  # no copy: the group's columns may be several chunks
+        group, rest = table.slice(0, rows), table.slice(rows)
+        if self.writer is None:
+            t = self.task
+            path = Path(t.out_dir) / self.split / f".tmp-{t.index:05d}-{len(self.parts):05d}.parquet"
+            self.writer = pq.ParquetWriter(str(path), self.schema)
+            self.parts.append({"split": self.split, "path": str(path), "rows": 0, "positives": 0})
+        self.writer.write_table(group, row_group_size=rows)
+        part = self.parts[-1]
+        part["rows"] += rows
+        part["positives"] += int(pc.sum(group.column("label")).as_py() or 0)
+        if part["rows"] >= self.task.rows_per_file:
+            self.writer.close()
+            self.writer = None
+        self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
 
 
 # -- the whole job --------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import zlib
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -54,6 +54,38 @@ class GzipReader(io.RawIOBase):
 def open_raw(path: str) -> Any:
     """A binary stream of the file's bytes, decompressed for `.gz` (see GzipReader for a cut stream)."""
     return io.BufferedReader(GzipReader(path), 1 << 20) if path.endswith(".gz") else open(path, "rb")
+
+
+def line_blocks(stream: Any, block_bytes: int) -> Iterator[memoryview]:
+    """The stream's bytes as pieces of whole lines: each is one `block_bytes` read plus the partial line carried
+    over from the previous read, cut after its last "\n"; the last (short) read is not cut, so the final piece may
+    lack one (the same pieces as pyarrow's CSV reader's blocks). Reads only when the next piece is asked for, so
+    memory is one piece whatever the file size; pyarrow's streaming CSV reader instead reads up to 32 blocks ahead
+    on a background thread (ARROW-12090: 256 MiB of 8 MiB blocks).
+
+    A line longer than `block_bytes` raises LineTooLong after the last full piece.
+    """
+    tail = b""
+    while chunk := stream.read(block_bytes):
+        data = tail + chunk if tail else chunk
+        if len(chunk) < block_bytes:  # a short read is the end of the stream: the rest is one piece
+            tail = b""
+            yield memoryview(data)
+            continue
+        cut = data.rfind(b"\n", len(tail)) + 1
+        if cut == 0:  # no line end in this read: the tail line goes on (an error once it outgrows a block)
+            if len(data) > block_bytes:
+                raise LineTooLong(f"a line longer than {block_bytes} bytes (no line break in {len(data)} bytes)")
+            tail = data
+            continue
+        tail = data[cut:]
+        yield memoryview(data)[:cut]
+    if tail:
+        yield memoryview(tail)
+
+
+class LineTooLong(ValueError):
+    """A raw line longer than the read block: not line-oriented text (or a block size far too small)."""
 
 
 def count_lines(path: str) -> int:

@@ -1,0 +1,140 @@
+"""Memory of `prepare` that does not grow with the input: raw files read block by block without read-ahead
+(line_blocks), and each split written in row groups of ROW_GROUP_ROWS whatever its share of a block; the same
+rows and bad-row lines whatever the block and row group sizes."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import recsys_dist.data.criteo_prepare as cp
+from recsys_dist.data.bad_rows import BadRows, PrepareError
+from recsys_dist.data.raw_files import LineTooLong, line_blocks
+from test_prepare import prep, read_split, row, write
+
+
+class CountingStream(io.RawIOBase):
+    """A byte stream that records how many bytes its reader has taken so far."""
+
+    def __init__(self, data: bytes) -> None:
+        self._f = io.BytesIO(data)
+        self.taken = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = self._f.readinto(b)
+        self.taken += n
+        return n
+
+
+def test_line_blocks_cut_after_line_ends_and_keep_every_byte():
+    data = b"".join(b"x" * (i % 7) + b"\n" for i in range(200)) + b"no newline"
+    pieces = [bytes(p) for p in line_blocks(io.BytesIO(data), 16)]
+    assert b"".join(pieces) == data
+    assert all(p.endswith(b"\n") for p in pieces[:-1])
+    assert pieces[-1].endswith(b"no newline")  # the short last read is one piece, not cut
+    assert max(len(p) for p in pieces) < 16 + 7  # one read plus the partial line carried over
+    assert [bytes(p) for p in line_blocks(io.BytesIO(b""), 16)] == []
+
+
+def test_line_blocks_reads_only_when_asked():
+    data = b"".join(b"%05d\n" % i for i in range(1000))
+    s = CountingStream(data)
+    it = line_blocks(s, 60)
+    first = next(it)
+    assert s.taken == 60 and bytes(first) == data[:60]
+    second = next(it)
+    assert s.taken == 120 and bytes(second) == data[60:120]
+
+
+def test_line_longer_than_a_block_is_an_error_naming_file_and_line(tmp_path, monkeypatch):
+    with pytest.raises(LineTooLong, match="longer than 8 bytes"):
+        list(line_blocks(io.BytesIO(b"ab\n" + b"y" * 40 + b"\n"), 8))
+    f = write(tmp_path / "train.txt", [row(1), row(0), "1\t" + "9" * 5000])
+    monkeypatch.setattr(cp, "BLOCK_BYTES", 1024)
+    with pytest.raises(PrepareError, match=r"train\.txt:3: a line longer than 1024 bytes"):
+        prep(tmp_path, [f])
+
+
+def test_reader_holds_one_block_not_a_read_ahead(tmp_path, monkeypatch):
+    # pyarrow's streaming CSV reader fills up to 32 blocks on a background thread while the caller works on a
+    # batch: with it, `taken` runs far ahead of the rows consumed. Ours reads the next block only when asked.
+    lines = [row(i % 2, cats=[f"{i:08x}"] + ["00000001"] * 25) for i in range(2000)]
+    data = ("\n".join(lines) + "\n").encode()
+    block = 8 * len(lines[0])
+    monkeypatch.setattr(cp, "BLOCK_BYTES", block)
+    s = CountingStream(data)
+    consumed = 0
+    for batch in cp._reader("mem", s, [], BadRows(strict=False)):
+        time.sleep(0.005)  # a slow consumer: a background reader would use this time to read ahead
+        consumed += batch.num_rows * (len(lines[0]) + 1)
+        assert s.taken - consumed < 2 * block, (s.taken, consumed)
+    assert consumed == len(data) == s.taken
+
+
+def _by_line(bad: dict) -> list:
+    return sorted((s["line"], s["reason"]) for s in bad["samples"])
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_small_blocks_give_the_same_rows_and_bad_line_numbers(tmp_path, monkeypatch, gz):
+    bad_rows = {0: ("1\t2\t3", "3 tab-separated fields"), 1: ("", "empty line"),
+                2: (row(1, cats=["zzzzzzzz"] + ["00000001"] * 25), "C1='zzzzzzzz'")}
+    lines, want_bad = [], {}
+    for i in range(1, 601):
+        if i % 37 == 5:  # 16 bad rows (fewer than the 20 samples kept), some at block edges
+            text, why = bad_rows[i % 3]
+            lines.append(text)
+            want_bad[i] = why
+        else:
+            lines.append(row(int(i % 3 == 0), dense=[str(i)] + ["1"] * 12, cats=[f"{i:08x}"] + ["00000002"] * 25))
+    f = write(tmp_path / "raw" / ("train.txt.gz" if gz else "train.txt"), lines, gz=gz)
+    mds = {}
+    for block in (1 << 20, 3000, 700):  # one block for the whole file; then many, cut inside lines
+        monkeypatch.setattr(cp, "BLOCK_BYTES", block)
+        mds[block] = prep(tmp_path / str(block), [f], val_ratio=0.2, test_ratio=0.1)
+    ref = mds[1 << 20]
+    assert [(line, why[:len(want_bad[line])]) for line, why in _by_line(ref.bad_rows)] == sorted(want_bad.items())
+    assert ref.bad_rows["count"] == len(want_bad) and ref.source["lines"] == 600
+    for block, md in mds.items():
+        assert _by_line(md.bad_rows) == _by_line(ref.bad_rows), block
+        assert md.bad_rows["by_reason"] == ref.bad_rows["by_reason"] and md.splits == ref.splits, block
+        for s in ("train", "val", "test"):
+            want = read_split(tmp_path / str(1 << 20) / "out", s)
+            got = read_split(tmp_path / str(block) / "out", s)
+            assert got.keys() == want.keys()
+            for k in want:
+                np.testing.assert_array_equal(got[k], want[k])
+    assert all(len(read_split(tmp_path / "700" / "out", s)["label"]) > 0 for s in ("train", "val", "test"))
+
+
+def test_row_groups_have_a_fixed_size_whatever_the_split_share(tmp_path, monkeypatch):
+    # val / test get ~10% of each small block: one row group per block would make them ~2-row groups (and grow each
+    # open file's footer metadata block by block). Fixed-size groups: ROW_GROUP_ROWS each, a file's last shorter.
+    lines = [row(i % 2, dense=[str(i)] + ["1"] * 12, cats=[f"{i:08x}"] + ["00000003"] * 25) for i in range(1500)]
+    f = write(tmp_path / "raw" / "train.txt", lines)
+    ref = prep(tmp_path / "ref", [f], val_ratio=0.1, test_ratio=0.1)  # defaults: one block, one group per split
+    monkeypatch.setattr(cp, "BLOCK_BYTES", 2000)  # ~20 rows a block
+    monkeypatch.setattr(cp, "ROW_GROUP_ROWS", 16)
+    md = prep(tmp_path / "small", [f], val_ratio=0.1, test_ratio=0.1, rows_per_file=100)
+    out = tmp_path / "small" / "out"
+    for s in ("train", "val", "test"):
+        info = md.splits[s]
+        assert info.rows == ref.splits[s].rows and info.positives == ref.splits[s].positives
+        assert info.rows_per_file == [100] * (info.rows // 100) + ([info.rows % 100] if info.rows % 100 else [])
+        for name, rows in zip(info.files, info.rows_per_file):
+            meta = pq.ParquetFile(out / name).metadata
+            groups = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+            assert groups == [16] * (rows // 16) + ([rows % 16] if rows % 16 else []), (name, groups)
+        want, got = read_split(tmp_path / "ref" / "out", s), read_split(out, s)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k])
+    assert md.bad_rows == ref.bad_rows and md.dense_stats.keys() == ref.dense_stats.keys()
+    for name, st in ref.dense_stats.items():  # sums taken block by block: equal up to rounding
+        assert md.dense_stats[name] == pytest.approx(st, rel=1e-9, abs=1e-12)
