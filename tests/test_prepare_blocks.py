@@ -138,3 +138,22 @@ def test_row_groups_have_a_fixed_size_whatever_the_split_share(tmp_path, monkeyp
     assert md.bad_rows == ref.bad_rows and md.dense_stats.keys() == ref.dense_stats.keys()
     for name, st in ref.dense_stats.items():  # sums taken block by block: equal up to rounding
         assert md.dense_stats[name] == pytest.approx(st, rel=1e-9, abs=1e-12)
+
+
+def test_parse_hex8_matches_python_on_both_paths():
+    import pyarrow as pa
+
+    from recsys_dist.data import criteo_encode as enc
+
+    rng = np.random.default_rng(1)
+    vals = rng.integers(0, 2**32, 3000).tolist() + [0, 2**32 - 1]
+    strs = [f"{v:08x}" if i % 2 else f"{v:08X}" for i, v in enumerate(vals)]
+    v, e, b = enc.parse_hex8(pa.array(strs))  # all 8 chars, no nulls: the contiguous fast path
+    assert v.tolist() == vals and not e.any() and not b.any()
+    strs[7], strs[100] = "0000000g", "zz345678"  # still 8 chars each: the fast path must flag them
+    v, e, b = enc.parse_hex8(pa.array(strs))
+    assert np.flatnonzero(b).tolist() == [7, 100] and v[7] == v[100] == 0
+    assert v[8:100].tolist() == vals[8:100]
+    v, e, b = enc.parse_hex8(pa.array(strs[:10] + [None, "", "abc"]))  # the gather path
+    assert np.flatnonzero(b).tolist() == [7, 12] and np.flatnonzero(e).tolist() == [10, 11]
+    assert v[:7].tolist() == vals[:7] and v[8:10].tolist() == vals[8:10]
