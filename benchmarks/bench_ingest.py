@@ -7,12 +7,13 @@ RSS is the largest sum of VmRSS over its process tree (job + worker processes), 
 (getrusage's ru_maxrss is not usable here: Linux carries the forking parent's peak into the child across exec). Speed runs alternate: ours,
 TorchRec's, ours, TorchRec's ... on the same file; the ratio is the median of the per-round ratios.
 
-The day file comes from recsys_dist.data.synth (Criteo TSV with a planted signal); 4x / 16x are that file
-repeated (the same rows again: the parse and encode work per row is the same). TorchRec's script loads a whole
-file into Python lists, so its RSS grows with the file; ours streams in 8 MiB blocks.
+The day file comes from recsys_dist.data.synth (Criteo TSV with a planted signal, 264 bytes a row); 4x / 16x
+are that file repeated (the same rows again: the parse and encode work per row is the same). TorchRec's script
+loads a whole file into Python lists, so its RSS grows with the file; ours reads 8 MiB blocks without read-ahead.
 
-    .venv/bin/python benchmarks/bench_ingest.py            # 250k-row day file; RSS at 250k / 1M / 4M rows
-    .venv/bin/python benchmarks/bench_ingest.py --speed-rows 2000000   # the 2M-row comparison (~30 min)
+    .venv/bin/python benchmarks/bench_ingest.py        # 2M-row day file (528 MB); RSS at 2M / 8M / 32M rows (8.4 GB
+                                                       # of input at 16x; ~7-13 min on 2 cores)
+    .venv/bin/python benchmarks/bench_ingest.py --speed-rows 250000 --rss-rows 250000   # quicker (~2 min)
     .venv/bin/python benchmarks/bench_ingest.py --small    # 20k rows; RSS at 20k / 80k / 320k
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -31,8 +33,6 @@ from pathlib import Path
 from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
 
 
 def _child(kind: str, day_dir: str, out: str, workers: int) -> None:
@@ -122,17 +122,25 @@ def make_day(folder: Path, base: Path, copies: int) -> Path:
 def main(argv=None) -> float:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--small", action="store_true")
-    p.add_argument("--speed-rows", type=int, default=250_000,
-                   help="rows of the speed-test day file (a multiple of 250k; TorchRec's script does ~2-3k rows/s)")
+    p.add_argument("--speed-rows", type=int, default=2_000_000, help="rows of the speed-test day file")
+    p.add_argument("--rss-rows", type=int, default=2_000_000,
+                   help="rows of the 1x RSS day file (4x and 16x are this file repeated)")
     p.add_argument("--child", nargs=4, metavar=("KIND", "DAY_DIR", "OUT", "WORKERS"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    if a.child:
-        common.quiet()
+    if a.child:  # no `common` here: it imports torch, which `recsys-dist prepare` does not load
+        import logging
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        logging.disable(logging.WARNING)
         return _child(a.child[0], a.child[1], a.child[2], int(a.child[3]))
+    import common
+
     from recsys_dist.config import SynthConfig
     from recsys_dist.data.synth import synthesize
 
-    speed_rows, rss_rows = (20_000, 20_000) if a.small else (a.speed_rows, 250_000)
+    speed_rows, rss_rows = (20_000, 20_000) if a.small else (a.speed_rows, a.rss_rows)
+    unit = math.gcd(speed_rows, rss_rows)  # synthesized once; both day files are copies of it
     rounds = 2
     workers = os.cpu_count() or 1
     print(f"machine: {common.machine()}")
@@ -140,9 +148,9 @@ def main(argv=None) -> float:
           f"and with prepare.workers=0 ({workers} here); RSS at {rss_rows} x 1 / 4 / 16 rows (ours, 1 worker)")
     with tempfile.TemporaryDirectory(prefix="bench_ingest_") as tmp:
         tmp = Path(tmp)
-        synthesize(SynthConfig(out_dir=str(tmp / "synth"), days=1, rows_per_day=rss_rows, seed=0))
+        synthesize(SynthConfig(out_dir=str(tmp / "synth"), days=1, rows_per_day=unit, seed=0))
         base = tmp / "synth" / "day_0"
-        speed_dir = make_day(tmp / "speed", base, speed_rows // rss_rows)
+        speed_dir = make_day(tmp / "speed", base, speed_rows // unit)
         mb = (speed_dir / "day_0").stat().st_size / 1e6
         res: Dict[str, List[Dict[str, float]]] = {"ours": [], "ours_1w": [], "torchrec": []}
         for _ in range(rounds):
@@ -160,17 +168,19 @@ def main(argv=None) -> float:
                   f"{speed_rows / w['seconds']:,.0f}), torchrec {speed_rows / t['seconds']:,.0f} rows/s; peak RSS "
                   f"ours {o['rss_mb']:.0f} MB (all its processes), ours 1 worker {w['rss_mb']:.0f} MB, torchrec "
                   f"{t['rss_mb']:.0f} MB")
+        (speed_dir / "day_0").unlink()
         base_mb = run_child("baseline", tmp, 1)["rss_mb"]
         print(f"RSS of our imports alone: {base_mb:.0f} MB")
         rss = {}
         for k in (1, 4, 16):
-            d = make_day(tmp / f"rss{k}", base, k)
+            d = make_day(tmp / f"rss{k}", base, k * rss_rows // unit)
             r = run_child("ours", d, 1)
             rss[k] = r["rss_mb"]
             (d / "day_0").unlink()
             print(f"ours at {k:>2}x ({k * rss_rows} rows): peak RSS {r['rss_mb']:.0f} MB "
                   f"({r['rss_mb'] - base_mb:.0f} MB above the imports), "
                   f"{k * rss_rows / r['seconds']:,.0f} rows/s")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"RSS growth 16x / 1x input above the imports: {(rss[16] - base_mb) / max(rss[1] - base_mb, 1):.2f}")
     print(f"RSS growth 16x / 1x input (target <= 1.20): {rss[16] / rss[1]:.2f}")
     speed_1w = statistics.median(t["seconds"] / w["seconds"] for t, w in zip(res["torchrec"], res["ours_1w"]))
