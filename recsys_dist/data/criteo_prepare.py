@@ -45,7 +45,7 @@ from recsys_dist.data import criteo_encode as enc
 from recsys_dist.data.bad_rows import MAX_SAMPLES, BadRows, PrepareError
 from recsys_dist.data.criteo_schema import CATEGORICAL_NAMES, COLUMNS, DENSE_NAMES, NUM_COLUMNS
 from recsys_dist.data.metadata import SPLITS, Metadata, SparseFeature, SplitInfo
-from recsys_dist.data.raw_files import LineTooLong, count_lines, line_blocks
+from recsys_dist.data.raw_files import LineTooLong, count_lines, csv_batches
 from recsys_dist.data.raw_files import open_raw as _open
 from recsys_dist.data.raw_files import physical_lines as _lines
 
@@ -125,30 +125,20 @@ class _DenseStats:
 def _reader(path: str, stream: Any, invalid: List[int], bad: BadRows) -> Iterator[pa.RecordBatch]:
     """Parsed batches of one block each (raw_files.line_blocks: no read-ahead, so memory does not grow with the
     file); skipped rows' line numbers go to `invalid` (1-based over the whole file) and to `bad`."""
-    lines_before = 0  # lines in the blocks before the current one (Arrow numbers each block's lines from 1)
-
-    def on_invalid(row: Any) -> str:
-        line = lines_before + row.number
+    def on_invalid(line: int, row: Any) -> None:
         invalid.append(line)
         text = row.text if len(row.text) <= 120 else row.text[:120] + "..."
         bad.add(path, line, "column_count",
                 f"{row.actual_columns} tab-separated fields, expected {NUM_COLUMNS}: {text!r}")
-        return "skip"
 
-    parse = pacsv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False, escape_char=False,
-                               newlines_in_values=False, ignore_empty_lines=False, invalid_row_handler=on_invalid)
+    parse = pacsv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False, escape_char=False)
     convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in COLUMNS}, strings_can_be_null=True,
                                    null_values=[""], quoted_strings_can_be_null=False)
     rows = 0
     try:
-        for block in line_blocks(stream, BLOCK_BYTES):
-            read = pacsv.ReadOptions(column_names=list(COLUMNS), use_threads=False, block_size=len(block) + 1)
-            for batch in pacsv.open_csv(pa.py_buffer(block), read_options=read, parse_options=parse,
-                                        convert_options=convert):
-                rows += batch.num_rows
-                yield batch
-            lines_before = rows + len(invalid)
-            del block  # before the next read: one block in memory at a time
+        for batch in csv_batches(stream, BLOCK_BYTES, list(COLUMNS), parse, convert, on_invalid):
+            rows += batch.num_rows
+            yield batch
     except LineTooLong as e:
         raise PrepareError(f"{path}:{rows + len(invalid) + 1}: {e}: not a Criteo TSV line") from None
 

@@ -1,4 +1,5 @@
-"""Raw input files of `prepare`: gzip-tolerant byte streams, line counting, physical line numbers of parsed rows.
+"""Raw input files of `prepare`: gzip-tolerant byte streams, blocks of whole lines parsed as CSV without read-ahead,
+line counting, physical line numbers of parsed rows.
 
 Shared by the Criteo ingest (criteo_prepare) and the schema-driven one (tabular_prepare).
 """
@@ -6,10 +7,13 @@ Shared by the Criteo ingest (criteo_prepare) and the schema-driven one (tabular_
 from __future__ import annotations
 
 import io
+import re
 import zlib
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 
 class GzipReader(io.RawIOBase):
@@ -86,6 +90,51 @@ def line_blocks(stream: Any, block_bytes: int) -> Iterator[memoryview]:
 
 class LineTooLong(ValueError):
     """A raw line longer than the read block: not line-oriented text (or a block size far too small)."""
+
+
+def csv_batches(stream: Any, block_bytes: int, column_names: List[str], parse: pacsv.ParseOptions,
+                convert: pacsv.ConvertOptions, on_invalid: Callable[[int, Any], None],
+                skip_first_line: bool = False) -> Iterator[pa.RecordBatch]:
+    """The stream's CSV rows, one RecordBatch per line_blocks piece, each piece parsed on its own (memory: one
+    piece, whatever the file size). A row is one line (newlines_in_values=False) and an empty line is a row of
+    nulls (ignore_empty_lines=False), whatever `parse` says; `parse`'s delimiter and quoting are kept, its
+    invalid_row_handler is replaced: a row with the wrong number of fields is skipped and `on_invalid(line, row)`
+    gets its physical line, 1-based over the whole stream (Arrow numbers each piece's lines from 1). With
+    `skip_first_line` the first line (a header) is skipped but counted. Arrow's conversion errors (ArrowInvalid)
+    are re-raised with their "Row #N" counted over the whole stream too. A line longer than `block_bytes` raises
+    LineTooLong (the rows before it have been yielded).
+    """
+    lines_before = 0  # physical lines in the pieces before the current one
+    invalid = 0  # invalid rows in the current piece
+
+    def handler(row: Any) -> str:
+        nonlocal invalid
+        invalid += 1
+        on_invalid(lines_before + row.number, row)
+        return "skip"
+
+    parse = pacsv.ParseOptions(delimiter=parse.delimiter, quote_char=parse.quote_char, double_quote=parse.double_quote,
+                               escape_char=parse.escape_char, newlines_in_values=False, ignore_empty_lines=False,
+                               invalid_row_handler=handler)
+    for piece in line_blocks(stream, block_bytes):
+        if skip_first_line and lines_before == 0:  # the first piece holds the whole first line: cut it off
+            lines_before = 1
+            end = piece.tobytes().find(b"\n")
+            piece = piece[end + 1:] if end >= 0 else piece[len(piece):]
+            if not len(piece):
+                continue
+        read = pacsv.ReadOptions(column_names=column_names, use_threads=False, block_size=len(piece) + 1)
+        rows, invalid = 0, 0
+        try:
+            for batch in pacsv.open_csv(pa.py_buffer(piece), read_options=read, parse_options=parse,
+                                        convert_options=convert):
+                rows += batch.num_rows
+                yield batch
+        except pa.ArrowInvalid as e:
+            raise pa.ArrowInvalid(re.sub(r"Row #(\d+)", lambda m: f"Row #{lines_before + int(m.group(1))}",
+                                         str(e))) from None
+        lines_before += rows + invalid
+        del piece  # before the next read: one piece in memory at a time
 
 
 def count_lines(path: str) -> int:

@@ -5,10 +5,10 @@
                                                     list<int64>, in schema order
 
 Inputs: files or folders (a folder contributes its *.csv, *.tsv, *.txt, their .gz, and *.parquet / *.pq files,
-by name). CSV is read with pyarrow's streaming reader in 8 MiB blocks (quoted fields allowed, no newlines inside
-values); Parquet batch by batch. Rows are written in input order as row groups of ROW_GROUP_ROWS, so memory is
-bounded by a block, a row group and the vocabularies, whatever the input size; the same rows as CSV or as
-Parquet give the same files.
+by name). CSV is read in 8 MiB blocks of whole lines, each parsed by pyarrow's CSV parser (raw_files.csv_batches: no
+read-ahead; quoted fields allowed, no newlines inside values); Parquet batch by batch. Rows are written in input
+order as row groups of ROW_GROUP_ROWS, so memory is bounded by a block, a row group and the vocabularies, whatever
+the input size; the same rows as CSV or as Parquet give the same files, whatever the block size.
 
 Passes (only those needed): 1. timestamps (time split) -> split cutoffs; 2. vocabulary counts and min / max over
 the train rows (min_count fields, minmax numerics); 3. encode + write. Ids: see recsys_dist.data.schema_file and
@@ -48,11 +48,11 @@ from recsys_dist.config import PrepareConfig
 from recsys_dist.data import criteo_encode as enc
 from recsys_dist.data.bad_rows import MAX_SAMPLES, BadRows, PrepareError
 from recsys_dist.data.metadata import SPLITS, Metadata, SparseFeature, SplitInfo
-from recsys_dist.data.raw_files import open_raw, physical_lines
+from recsys_dist.data.raw_files import LineTooLong, csv_batches, open_raw, physical_lines
 from recsys_dist.data.schema_file import CategoricalSpec, Schema, SchemaError, load_schema, rule_holds
 from recsys_dist.data.tabular_encode import hash_strings, parse_numbers, parse_timestamps, split_lists
 
-BLOCK_BYTES = 8 << 20  # CSV reader block
+BLOCK_BYTES = 8 << 20  # raw CSV read block (raw_files.csv_batches): the unit of parsing
 PARQUET_BATCH_ROWS = 65536
 ROW_GROUP_ROWS = 65536  # output row group (the input pipeline's unit of reading and shuffling)
 SAMPLE_ROWS = 1 << 20  # timestamps kept to find the time-split cutoffs
@@ -158,32 +158,28 @@ def _blocks(path: str, schema: Schema, bad: BadRows) -> Iterator[Tuple[pa.Table,
     header = 1 if schema.csv_header else 0
     invalid: List[int] = []
 
-    def on_invalid(r: Any) -> str:
-        invalid.append(r.number)
+    def on_invalid(line: int, r: Any) -> None:
+        invalid.append(line)
         text = r.text if len(r.text) <= 120 else r.text[:120] + "..."
-        bad.add(path, r.number, "column_count", f"{r.actual_columns} fields, expected {r.expected_columns} "
-                                                f"({schema.csv_delimiter!r}-separated): {text!r}")
-        return "skip"
+        bad.add(path, line, "column_count", f"{r.actual_columns} fields, expected {r.expected_columns} "
+                                            f"({schema.csv_delimiter!r}-separated): {text!r}")
 
     stream = open_raw(path)
-    try:
-        reader = pacsv.open_csv(
-            stream,
-            read_options=pacsv.ReadOptions(column_names=None if header else names, use_threads=False,
-                                           block_size=BLOCK_BYTES),
-            parse_options=pacsv.ParseOptions(delimiter=schema.csv_delimiter, newlines_in_values=False,
-                                              ignore_empty_lines=False, invalid_row_handler=on_invalid),
-            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in cols}, include_columns=cols,
-                                                 strings_can_be_null=True, null_values=[""],
-                                                 quoted_strings_can_be_null=False))
-        seen = 0
-        for b in reader:
+    seen = 0
+    try:  # block by block, no read-ahead (raw_files.csv_batches): memory does not grow with the file
+        for b in csv_batches(stream, BLOCK_BYTES, names, pacsv.ParseOptions(delimiter=schema.csv_delimiter),
+                             pacsv.ConvertOptions(column_types={c: pa.string() for c in cols}, include_columns=cols,
+                                                  strings_can_be_null=True, null_values=[""],
+                                                  quoted_strings_can_be_null=False),
+                             on_invalid, skip_first_line=bool(header)):
             inv = np.asarray(invalid, dtype=np.int64) - header
             lines = physical_lines(np.arange(seen, seen + b.num_rows), inv) + header
             seen += b.num_rows
             yield pa.Table.from_batches([b]), lines
     except pa.ArrowInvalid as e:
         raise PrepareError(f"{path}: cannot read as CSV: {e}") from None
+    except LineTooLong as e:
+        raise PrepareError(f"{path}:{seen + len(invalid) + header + 1}: {e}: not a line of CSV text") from None
     finally:
         problem, detail = getattr(getattr(stream, "raw", None), "problem", None), getattr(
             getattr(stream, "raw", None), "detail", "")
@@ -246,20 +242,20 @@ def _parse(schema: Schema, table: pa.Table, lines: np.ndarray, path: str, bad: B
         raw = table.column(schema.timestamp)
         time, b = parse_timestamps(raw)
         checks.append(("timestamp", b, schema.timestamp, raw, "epoch seconds or ISO-8601 date / time"))
-    any_bad = np.zeros(n, dtype=bool)
-    reasons: Dict[int, Tuple[str, str]] = {}
-    for kind, mask, col, raw, expected in checks:
-        for j in np.flatnonzero(mask & ~any_bad)[: MAX_SAMPLES + 1].tolist():
-            value = raw[j].as_py()
-            reasons[j] = (kind, f"{col}={value!r}: expected {expected}")
-        any_bad |= mask
-    rows = np.flatnonzero(any_bad)
+    first = np.full(n, -1, dtype=np.int64)  # per row, the first check it fails (its kind)
+    for k, (_, mask, _, _, _) in enumerate(checks):
+        first[mask & (first < 0)] = k
+    rows = np.flatnonzero(first >= 0)
     if rows.size:
         all_null = np.logical_and.reduce([c.is_null().to_numpy(zero_copy_only=False) for c in table.columns])
-        for j in rows.tolist():
-            kind, why = ("empty_line", "empty line") if all_null[j] and _kind(path) == "csv" else \
-                reasons.get(j, ("?", "bad row"))
+        for i, j in enumerate(rows.tolist()):
+            kind, _, col, raw, expected = checks[first[j]]
+            if all_null[j] and _kind(path) == "csv":
+                kind, why = "empty_line", "empty line"
+            else:  # the value is shown in samples only: the first MAX_SAMPLES of a block at most
+                why = f"{col}={raw[j].as_py()!r}: expected {expected}" if i <= MAX_SAMPLES else f"{col}: {expected}"
             bad.add(path, int(lines[j]), kind, why)
+    any_bad = first >= 0
     return _Block(~any_bad, label.astype(np.int8), numeric, single, multi, time)
 
 
