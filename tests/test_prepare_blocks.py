@@ -157,3 +157,26 @@ def test_parse_hex8_matches_python_on_both_paths():
     v, e, b = enc.parse_hex8(pa.array(strs[:10] + [None, "", "abc"]))  # the gather path
     assert np.flatnonzero(b).tolist() == [7, 12] and np.flatnonzero(e).tolist() == [10, 11]
     assert v[:7].tolist() == vals[:7] and v[8:10].tolist() == vals[8:10]
+
+
+def test_every_bad_row_of_a_block_keeps_its_kind_beyond_the_samples():
+    """A block with more bad rows of one check than the samples shown: all are counted under their own kind
+    (they were counted under '?' past the 21st)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from recsys_dist.data.bad_rows import MAX_SAMPLES
+    from recsys_dist.data.criteo_prepare import _first_bad
+
+    n = 100
+    labels = pa.array([str(i % 3) for i in range(n)])           # every third row has label "2"
+    bad_label = np.array([i % 3 == 2 for i in range(n)])
+    bad_dense = np.array([i % 5 == 0 for i in range(n)])
+    rows, reasons = _first_bad([("label", bad_label, "label", labels),
+                                ("dense_not_integer", bad_dense, "I1", labels)], n)
+    assert rows.tolist() == np.flatnonzero(bad_label | bad_dense).tolist()
+    kinds = [k for k, _ in reasons]
+    assert kinds.count("label") == int(bad_label.sum()) > MAX_SAMPLES + 1
+    assert kinds.count("dense_not_integer") == int((bad_dense & ~bad_label).sum())
+    assert reasons[0] == ("dense_not_integer", "I1='0': expected an integer or empty")
+    assert reasons[-1][1].startswith("label") and "must be 0 or 1" in reasons[-1][1]

@@ -144,15 +144,22 @@ def _reader(path: str, stream: Any, invalid: List[int], bad: BadRows) -> Iterato
 
 
 def _first_bad(bad: List[Tuple[str, np.ndarray, str, Any]], n: int) -> Tuple[np.ndarray, List[Tuple[str, str]]]:
-    """Rows with any bad field, and (kind, reason) of each such row's first bad field."""
-    any_bad = np.zeros(n, dtype=bool)
-    reason: Dict[int, Tuple[str, str]] = {}
-    for kind, mask, name, col in bad:
-        for j in np.flatnonzero(mask & ~any_bad)[: MAX_SAMPLES + 1].tolist():
-            reason[j] = (kind, f"{name}={col[j].as_py()!r}: {_EXPECT[kind]}")
-        any_bad |= mask
-    rows = np.flatnonzero(any_bad)
-    return rows, [reason.get(int(j), ("?", "")) for j in rows]
+    """Rows with any bad field, and (kind, reason) of each such row's first bad field. Every row gets its kind;
+    the reason shows the value for the first MAX_SAMPLES + 1 rows of each check (enough for the samples and the
+    strict-mode message), the expectation alone after that."""
+    first = np.full(n, -1, dtype=np.int64)
+    for k, (_, mask, _, _) in enumerate(bad):
+        first[(first < 0) & mask] = k
+    rows = np.flatnonzero(first >= 0)
+    shown = [0] * len(bad)
+    reasons = []
+    for j in rows.tolist():
+        k = int(first[j])
+        kind, _, name, col = bad[k]
+        shown[k] += 1
+        value = f"={col[j].as_py()!r}" if shown[k] <= MAX_SAMPLES + 1 else ""
+        reasons.append((kind, f"{name}{value}: {_EXPECT[kind]}"))
+    return rows, reasons
 
 
 _EXPECT = {"label": "label must be 0 or 1", "dense_not_integer": "expected an integer or empty",
