@@ -5,7 +5,6 @@ bad-row lines whatever the block size."""
 from __future__ import annotations
 
 import gzip
-import io
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from recsys_dist.config import PrepareConfig
 from recsys_dist.data.bad_rows import BadRows, PrepareError
 from recsys_dist.data.metadata import Metadata
 from recsys_dist.data.schema_file import load_schema
+from test_prepare_blocks import CountingStream
 
 SCHEMA = """\
 label: clicked
@@ -45,22 +45,6 @@ def write_schema(tmp: Path, timestamp: bool) -> Path:
     p = tmp / ("schema_time.yaml" if timestamp else "schema_ratio.yaml")
     p.write_text(SCHEMA.replace("TIME", "timestamp: ts" if timestamp else ""))
     return p
-
-
-class CountingStream(io.RawIOBase):
-    """A byte stream that records how many bytes its reader has taken so far."""
-
-    def __init__(self, data: bytes) -> None:
-        self._f = io.BytesIO(data)
-        self.taken = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        n = self._f.readinto(b)
-        self.taken += n
-        return n
 
 
 def test_csv_reader_holds_one_block_not_a_read_ahead(tmp_path, monkeypatch):
