@@ -38,13 +38,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from recsys_dist.config import PrepareConfig
 from recsys_dist.data import criteo_encode as enc
 from recsys_dist.data.bad_rows import MAX_SAMPLES, BadRows, PrepareError
 from recsys_dist.data.criteo_schema import CATEGORICAL_NAMES, COLUMNS, DENSE_NAMES, NUM_COLUMNS
 from recsys_dist.data.metadata import SPLITS, Metadata, SparseFeature, SplitInfo
+from recsys_dist.data.parquet_parts import PartWriter
 from recsys_dist.data.raw_files import LineTooLong, count_lines, csv_batches
 from recsys_dist.data.raw_files import open_raw as _open
 from recsys_dist.data.raw_files import physical_lines as _lines
@@ -166,13 +166,24 @@ _EXPECT = {"label": "label must be 0 or 1", "dense_not_integer": "expected an in
            "categorical_not_hex": "expected 8 hex digits or empty"}
 
 
+def _part_writer(task: _Task, split: str) -> PartWriter:
+    """One split's rows of one input file -> temporary part files (renamed in order at the end of the job)."""
+    folder = Path(task.out_dir) / split
+    return PartWriter(_schema(task.dense), task.rows_per_file, ROW_GROUP_ROWS,
+                      lambda k: folder / f".tmp-{task.index:05d}-{k:05d}.parquet")
+
+
+def _table(schema: pa.Schema, cols: Dict[str, np.ndarray]) -> pa.Table:
+    return pa.Table.from_arrays([pa.array(cols[n], type=schema.field(n).type) for n in schema.names], schema=schema)
+
+
 def _process(task: _Task) -> Dict[str, Any]:
     """Reads one raw file; in write mode writes its Parquet parts (temporary names), in count mode counts values."""
     bad = BadRows(task.strict)
     invalid: List[int] = []
     counters = [enc.VocabCounter() for _ in CATEGORICAL_NAMES] if task.mode == "count" else None
     stats = _DenseStats()
-    writers: Dict[str, _SplitParts] = {}
+    writers: Dict[str, PartWriter] = {}
     rng = np.random.default_rng([task.split[3], task.index]) if task.split[0] == "ratio" else None
     seen = 0  # rows delivered by the reader so far (valid column count)
     stream = _open(task.path)
@@ -198,8 +209,8 @@ def _process(task: _Task) -> Dict[str, Any]:
                             c.add(sub["_raw"][f][~sub["_empty"][f]])
                     continue
                 if name not in writers:
-                    writers[name] = _SplitParts(task, name)
-                writers[name].add(sub)
+                    writers[name] = _part_writer(task, name)
+                writers[name].add(_table(writers[name].schema, sub))
     except OSError as e:  # an I/O error while reading: report it at the line reached, never crash mid-way
         bad.add(task.path, seen + len(invalid) + 1, "read_error", f"read error: {e}")
     finally:
@@ -210,7 +221,8 @@ def _process(task: _Task) -> Dict[str, Any]:
     if problem is not None:
         bad.add(task.path, seen + len(invalid) + 1, problem, stream.raw.detail)
     bad.raise_strict()
-    parts = [p for w in writers.values() for p in w.parts]
+    parts = [{"split": name, "path": str(p.path), "rows": p.rows, "positives": p.positives}
+             for name, w in writers.items() for p in w.parts]
     out: Dict[str, Any] = {"index": task.index, "parts": parts, "bad": bad.as_dict(), "lines": seen + len(invalid),
                            "stats": asdict(stats)}
     if counters is not None:
@@ -308,57 +320,6 @@ def _schema(dense: str) -> pa.Schema:
     dense_type = pa.float32() if dense == "log" else pa.int64()
     return pa.schema([("label", pa.int8())] + [(n, dense_type) for n in DENSE_NAMES]
                      + [(n, pa.int64()) for n in CATEGORICAL_NAMES])
-
-
-class _SplitParts:
-    """One split's rows of one input file -> temporary part files of <= rows_per_file rows each, written as row
-    groups of ROW_GROUP_ROWS rows (a file's last one may be shorter). Memory is one pending row group; the footer
-    metadata a ParquetWriter keeps until it closes is at most rows_per_file / ROW_GROUP_ROWS row groups (a row
-    group per block instead would grow it by ~20 kB a block until the file is full: val / test files of 5% of the
-    rows stay open for ~600 blocks)."""
-
-    def __init__(self, task: _Task, split: str) -> None:
-        self.task, self.split, self.schema = task, split, _schema(task.dense)
-        self.pending: List[pa.Table] = []
-        self.pending_rows = 0
-        self.writer: Optional[pq.ParquetWriter] = None
-        self.parts: List[Dict[str, Any]] = []  # {split, path, rows, positives}, in row order
-
-    def add(self, cols: Dict[str, np.ndarray]) -> None:
-        s = self.schema
-        self.pending.append(pa.Table.from_arrays([pa.array(cols[n], type=s.field(n).type) for n in s.names],
-                                                 schema=s))
-        self.pending_rows += self.pending[-1].num_rows
-        while self.pending_rows >= self._next_group():
-            self._flush(self._next_group())
-
-    def close(self) -> None:
-        if self.pending_rows:
-            self._flush(self.pending_rows)
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-    def _next_group(self) -> int:
-        in_file = self.parts[-1]["rows"] if self.writer is not None else 0
-        return min(ROW_GROUP_ROWS, self.task.rows_per_file - in_file)
-
-    def _flush(self, rows: int) -> None:
-        table = pa.concat_tables(self.pending)  # no copy: the group's columns may be several chunks
-        group, rest = table.slice(0, rows), table.slice(rows)
-        if self.writer is None:
-            t = self.task
-            path = Path(t.out_dir) / self.split / f".tmp-{t.index:05d}-{len(self.parts):05d}.parquet"
-            self.writer = pq.ParquetWriter(str(path), self.schema)
-            self.parts.append({"split": self.split, "path": str(path), "rows": 0, "positives": 0})
-        self.writer.write_table(group, row_group_size=rows)
-        part = self.parts[-1]
-        part["rows"] += rows
-        part["positives"] += int(pc.sum(group.column("label")).as_py() or 0)
-        if part["rows"] >= self.task.rows_per_file:
-            self.writer.close()
-            self.writer = None
-        self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
 
 
 # -- the whole job --------------------------------------------------------------------------------------------

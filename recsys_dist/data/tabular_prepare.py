@@ -40,7 +40,6 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -48,6 +47,7 @@ from recsys_dist.config import PrepareConfig
 from recsys_dist.data import criteo_encode as enc
 from recsys_dist.data.bad_rows import MAX_SAMPLES, BadRows, PrepareError
 from recsys_dist.data.metadata import SPLITS, Metadata, SparseFeature, SplitInfo
+from recsys_dist.data.parquet_parts import Part, PartWriter
 from recsys_dist.data.raw_files import LineTooLong, csv_batches, open_raw, physical_lines
 from recsys_dist.data.schema_file import CategoricalSpec, Schema, SchemaError, load_schema, rule_holds
 from recsys_dist.data.tabular_encode import hash_strings, parse_numbers, parse_timestamps, split_lists
@@ -331,52 +331,14 @@ def _train_counts(files: List[str], schema: Schema, split: _Split,
     return vocabs, lo_hi
 
 
-class _Writer:
+def _split_writer(folder: Path, schema: pa.Schema, rows_per_file: int) -> PartWriter:
     """Rows of one split -> part-NNNNN.parquet files of <= rows_per_file rows, in row groups of ROW_GROUP_ROWS."""
+    return PartWriter(schema, rows_per_file, ROW_GROUP_ROWS, lambda k: folder / f"part-{k:05d}.parquet")
 
-    def __init__(self, folder: Path, schema: pa.Schema, rows_per_file: int) -> None:
-        self.folder, self.schema, self.rows_per_file = folder, schema, rows_per_file
-        self.pending: List[pa.Table] = []
-        self.pending_rows = 0
-        self.writer: Optional[pq.ParquetWriter] = None
-        self.files: List[str] = []
-        self.rows_per_file_written: List[int] = []
-        self.positives = 0
 
-    def add(self, table: pa.Table) -> None:
-        self.pending.append(table)
-        self.pending_rows += table.num_rows
-        self.positives += int(pc.sum(table.column("label")).as_py() or 0)
-        while self.pending_rows >= self._next_group():
-            self._flush(self._next_group())
-
-    def _next_group(self) -> int:
-        room = self.rows_per_file - (self.rows_per_file_written[-1] if self.writer is not None else 0)
-        return min(ROW_GROUP_ROWS, room)
-
-    def _flush(self, rows: int) -> None:
-        table = pa.concat_tables(self.pending).combine_chunks()
-        group, rest = table.slice(0, rows), table.slice(rows)
-        if self.writer is None:
-            name = f"part-{len(self.files):05d}.parquet"
-            self.writer = pq.ParquetWriter(str(self.folder / name), self.schema)
-            self.files.append(f"{self.folder.name}/{name}")
-            self.rows_per_file_written.append(0)
-        self.writer.write_table(group, row_group_size=rows)
-        self.rows_per_file_written[-1] += rows
-        if self.rows_per_file_written[-1] >= self.rows_per_file:
-            self.writer.close()
-            self.writer = None
-        self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
-
-    def close(self) -> SplitInfo:
-        if self.pending_rows:
-            self._flush(self.pending_rows)
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-        return SplitInfo(files=self.files, rows=sum(self.rows_per_file_written),
-                         rows_per_file=self.rows_per_file_written, positives=self.positives)
+def _split_info(parts: List[Part]) -> SplitInfo:
+    return SplitInfo(files=[f"{p.path.parent.name}/{p.path.name}" for p in parts], rows=sum(p.rows for p in parts),
+                     rows_per_file=[p.rows for p in parts], positives=sum(p.positives for p in parts))
 
 
 @dataclass
@@ -487,7 +449,7 @@ def prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema] = None) -> Meta
             shutil.rmtree(out / s)
         (out / s).mkdir(parents=True)
     arrow_schema = _output_schema(schema)
-    writers = {s: _Writer(out / s, arrow_schema, cfg.rows_per_file) for s in SPLITS}
+    writers = {s: _split_writer(out / s, arrow_schema, cfg.rows_per_file) for s in SPLITS}
     bad = BadRows(cfg.strict)
     stats = _Stats()
     for block, which in _each_block(files, schema, split, bad):
@@ -502,7 +464,7 @@ def prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema] = None) -> Meta
             if name == "train":
                 _update_stats(stats, schema, {n: sub.column(n).combine_chunks() for n in sub.column_names},
                               block.select(sel))
-    splits = {s: w.close() for s, w in writers.items()}
+    splits = {s: _split_info(w.close()) for s, w in writers.items()}
     written = sum(s.rows for s in splits.values())
     if written == 0:
         first = f"; first: {bad.samples[0]['file']}:{bad.samples[0]['line']}: {bad.samples[0]['reason']}" \
