@@ -180,3 +180,38 @@ def test_every_bad_row_of_a_block_keeps_its_kind_beyond_the_samples():
     assert kinds.count("dense_not_integer") == int((bad_dense & ~bad_label).sum())
     assert reasons[0] == ("dense_not_integer", "I1='0': expected an integer or empty")
     assert reasons[-1][1].startswith("label") and "must be 0 or 1" in reasons[-1][1]
+
+
+def test_samples_are_the_first_bad_rows_by_line_whatever_the_block_size(tmp_path, monkeypatch):
+    """More bad rows than samples, of two kinds a block reports at different times (column-count errors come from
+    the parser, value errors after it): the samples are the first MAX_SAMPLES by line for every block size."""
+    from recsys_dist.data.bad_rows import MAX_SAMPLES
+
+    lines, bad_lines = [], []
+    for i in range(1, 401):
+        if i % 9 == 0:      # alternating: too few fields / a bad label
+            lines.append("1\t2\t3" if i % 2 else row(1, cats=["00000001"] * 26).replace("1", "7", 1))
+            bad_lines.append(i)
+        else:
+            lines.append(row(int(i % 3 == 0), dense=[str(i)] + ["1"] * 12, cats=[f"{i:08x}"] + ["00000002"] * 25))
+    assert len(bad_lines) > MAX_SAMPLES
+    f = write(tmp_path / "raw" / "train.txt", lines)
+    for block in (1 << 20, 2500):
+        monkeypatch.setattr(cp, "BLOCK_BYTES", block)
+        md = prep(tmp_path / str(block), [f], val_ratio=0.2, test_ratio=0.1)
+        assert [s["line"] for s in md.bad_rows["samples"]] == bad_lines[:MAX_SAMPLES], block
+        assert md.bad_rows["count"] == len(bad_lines)
+
+
+def test_bad_rows_keep_the_first_samples_by_file_then_line():
+    from recsys_dist.data.bad_rows import MAX_SAMPLES, BadRows
+
+    b = BadRows(strict=False)
+    for line in range(100, 0, -3):            # added out of order
+        b.add("a.txt", line, "label", f"row {line}")
+    other = BadRows(strict=False)
+    other.add("b.txt", 1, "label", "b row 1")
+    b.merge(other.as_dict())
+    assert [s["line"] for s in b.samples] == sorted(range(100, 0, -3))[:MAX_SAMPLES]
+    assert all(s["file"] == "a.txt" for s in b.samples)     # a.txt came first: its rows precede b.txt's
+    assert b.count == 35 and b.by_reason == {"label": 35}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 import sys
 from typing import Any, Dict, List, Optional, Tuple
@@ -14,20 +15,23 @@ class PrepareError(ValueError):
 
 
 class BadRows:
-    """Counts by reason and the first samples; in strict mode, the first bad row (by line) becomes PrepareError."""
+    """Counts by reason and the first MAX_SAMPLES bad rows by (file, line), files in the order first seen, whatever
+    order they are added in (a reader may report a block's column-count errors before its value errors); in
+    strict mode, the first bad row (by line) becomes PrepareError."""
 
     def __init__(self, strict: bool) -> None:
         self.strict = strict
         self.count = 0
         self.by_reason: Dict[str, int] = {}
         self.samples: List[Dict[str, Any]] = []
+        self._keys: List[Tuple[int, int]] = []  # (file order, line) of each sample, ascending
+        self._files: Dict[str, int] = {}
         self._first: Optional[Tuple[int, str]] = None  # strict: (line, "file:line: reason") of the earliest
 
     def add(self, file: str, line: int, kind: str, reason: str) -> None:
         self.count += 1
         self.by_reason[kind] = self.by_reason.get(kind, 0) + 1
-        if len(self.samples) < MAX_SAMPLES:
-            self.samples.append({"file": file, "line": int(line), "reason": reason})
+        self._sample(file, int(line), reason)
         if self.strict and (self._first is None or line < self._first[0]):
             self._first = (int(line), f"{file}:{line}: {reason}")
 
@@ -40,7 +44,16 @@ class BadRows:
         self.count += other["count"]
         for k, v in other["by_reason"].items():
             self.by_reason[k] = self.by_reason.get(k, 0) + v
-        self.samples += other["samples"][: MAX_SAMPLES - len(self.samples)]
+        for sample in other["samples"]:
+            self._sample(sample["file"], sample["line"], sample["reason"])
+
+    def _sample(self, file: str, line: int, reason: str) -> None:
+        key = (self._files.setdefault(file, len(self._files)), line)
+        if len(self.samples) < MAX_SAMPLES or key < self._keys[-1]:
+            i = bisect.bisect(self._keys, key)
+            self._keys.insert(i, key)
+            self.samples.insert(i, {"file": file, "line": line, "reason": reason})
+            del self._keys[MAX_SAMPLES:], self.samples[MAX_SAMPLES:]
 
     def as_dict(self) -> Dict[str, Any]:
         return {"count": self.count, "by_reason": dict(sorted(self.by_reason.items())), "samples": self.samples}
