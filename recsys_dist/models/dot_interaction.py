@@ -4,15 +4,14 @@
     p = [z0, <Z_i, Z_j> for 0 <= i < j <= F]                  [B, D + F + F(F-1)/2]
 
 in TorchRec's order (`torchrec.models.dlrm.InteractionArch`: z0, then the upper triangle of Z Z^T row by row),
-so the two are interchangeable; `tests/test_dot_interaction.py` checks values and gradients against it.
+so the two are interchangeable; `tests/test_dense_kernels.py` checks values and gradients against it.
 
-What differs is the work. TorchRec concatenates Z, takes Z Z^T with a bmm and indexes its triangle; autograd then
-runs two bmms (G Z and G^T Z), a scatter and an add. Here z0 never joins a concatenation: its F dot products are
-one batched mat-vec (E z0), the E E^T bmm gives the F(F-1)/2 others, and the backward builds the symmetric
-gradient S (S_ij = S_ji = dL/dp_ij) once and needs one bmm:
-    dE = S E + g0 z0^T,   dz0 = g_z0 + g0^T E      (g0 = dL/d<z0, e_j>, [B, F])
-Small batched GEMMs run far below the machine's GEMM peak on CPU (27 x 64 x 27 per sample), so halving them is
-most of the DLRM step saved (`benchmarks/bench_roofline.py`).
+The forward is TorchRec's (concatenate Z, one bmm for Z Z^T, gather its upper triangle). The backward differs:
+autograd runs two bmms (G Z and G^T Z), a scatter and an add; here the symmetric gradient S (S_ij = S_ji =
+dL/dp_ij, zero diagonal) is built once and one bmm gives every gradient:
+    dZ = S Z,   dz0 = dL/dz0 (the copy in p) + (S Z)_0,   de_j = (S Z)_j
+Small batched GEMMs run far below the machine's GEMM peak on CPU (27 x 64 x 27 per sample, ~45 GFLOP/s), so
+dropping one halves the interaction's backward (1.75x on fwd + bwd, `benchmarks/bench_dense_arch.py`).
 
 Example:
     >>> inter = DotInteraction(num_sparse_features=2)
@@ -40,7 +39,6 @@ class _DotInteraction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> Tuple[Any, ...]:
         combined, upper, lower = ctx.saved_tensors
-        combined = combined.to(g.dtype)   # under autocast the output (and g) may be bf16
         B, N, D = combined.shape
         g_pairs = g[:, D:]
         sym = g.new_zeros(B, N * N)
