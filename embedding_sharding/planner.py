@@ -19,7 +19,7 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import torch.distributed as dist
 from torch import nn
@@ -158,7 +158,22 @@ def make_plan(
     storage_reservation: Optional[float] = None,
     time_budget_s: Optional[float] = None,
 ) -> PlanResult:
-    """Plan `module`'s tables for `topology`; see `plan_sharding`. Raises PlanDoesNotFit with a diagnosis."""
+    """Plan `module`'s tables for `topology`: the plan and what it was made from (options, constraints, stats).
+    Raises PlanDoesNotFit with a diagnosis.
+
+    Args:
+        module: the model (tables may be on the meta device).
+        topology: from `embedding_sharding.topology.make_topology`.
+        sharders: e.g. [CTREmbeddingBagCollectionSharder(fused_params=...)].
+        constraints: table name or glob -> ParameterConstraints (`load_constraints`).
+        sharding_types: allowed sharding types for tables whose constraints name none.
+        compute_kernel: the one compute kernel for tables whose constraints name none (e.g. "fused").
+        pg: a process group: plan on rank 0, broadcast to all (same plan everywhere). None: plan locally.
+        batch_size: per-rank batch size for the cost estimates (None: TorchRec's 512).
+        storage_reservation: share of memory kept for non-table use (None: the constraints file's, else 0.15).
+        time_budget_s: stop TorchRec's proposal search after this long and keep the best plan so far (None: the
+            full search; it grows with tables x ranks: minutes for hundreds of tables on 100+ GPUs).
+    """
     from embedding_sharding.fit import explain_shortfall  # the diagnosis is only needed on failure
 
     tables = embedding_tables(module)
@@ -204,32 +219,7 @@ def make_plan(
     )
 
 
-def plan_sharding(
-    module: nn.Module,
-    topology: Topology,
-    sharders: List[ModuleSharder[nn.Module]],
-    constraints: Optional[Dict[str, ParameterConstraints]] = None,
-    sharding_types: Optional[Sequence[str]] = None,
-    compute_kernel: Optional[str] = None,
-    pg: Optional[dist.ProcessGroup] = None,
-    batch_size: Optional[int] = None,
-    storage_reservation: Optional[float] = None,
-    time_budget_s: Optional[float] = None,
-) -> ShardingPlan:
-    """A TorchRec ShardingPlan for every embedding table of `module`.
-
-    Args:
-        module: the model (tables may be on the meta device).
-        topology: from `embedding_sharding.topology.make_topology`.
-        sharders: e.g. [CTREmbeddingBagCollectionSharder(fused_params=...)].
-        constraints: table name or glob -> ParameterConstraints (`load_constraints`).
-        sharding_types: allowed sharding types for tables whose constraints name none.
-        compute_kernel: the one compute kernel for tables whose constraints name none (e.g. "fused").
-        pg: a process group: plan on rank 0, broadcast to all (same plan everywhere). None: plan locally.
-        batch_size: per-rank batch size for the cost estimates (None: TorchRec's 512).
-        storage_reservation: share of memory kept for non-table use (None: the constraints file's, else 0.15).
-        time_budget_s: stop TorchRec's proposal search after this long and keep the best plan so far (None: the
-            full search; it grows with tables x ranks: minutes for hundreds of tables on 100+ GPUs).
-    """
-    return make_plan(module, topology, sharders, constraints, sharding_types, compute_kernel, pg,
-                     batch_size, storage_reservation, time_budget_s).plan
+def plan_sharding(module: nn.Module, topology: Topology, sharders: List[ModuleSharder[nn.Module]],
+                  **options: Any) -> ShardingPlan:
+    """A TorchRec ShardingPlan for every embedding table of `module`: `make_plan(...).plan`, same arguments."""
+    return make_plan(module, topology, sharders, **options).plan
