@@ -45,7 +45,7 @@ from recsys_dist.data.bad_rows import MAX_SAMPLES, BadRows, PrepareError
 from recsys_dist.data.criteo_schema import CATEGORICAL_NAMES, COLUMNS, DENSE_NAMES, NUM_COLUMNS
 from recsys_dist.data.metadata import SPLITS, Metadata, SparseFeature, SplitInfo
 from recsys_dist.data.parquet_parts import PartWriter
-from recsys_dist.data.raw_files import LineTooLong, count_lines, csv_batches
+from recsys_dist.data.raw_files import LineTooLong, count_lines, csv_batches, expand_inputs
 from recsys_dist.data.raw_files import open_raw as _open
 from recsys_dist.data.raw_files import physical_lines as _lines
 
@@ -69,20 +69,10 @@ class InputFile:
 
 def discover_inputs(inputs: List[str]) -> List[InputFile]:
     """Files as given; a folder contributes its day_N[.gz] files (by N) or its train.txt[.gz]."""
-    if not inputs:
-        raise PrepareError("prepare.input is empty: give raw Criteo files or folders (day_N, train.txt, .gz)")
-    found: List[InputFile] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            kids = sorted(k for k in p.iterdir() if k.is_file() and (_DAY.match(k.name) or _KAGGLE.match(k.name)))
-            if not kids:
-                raise PrepareError(f"{p}: no day_N, day_N.gz, train.txt or train.txt.gz inside")
-            found += [InputFile(str(k), _day(k.name)) for k in kids]
-        elif p.is_file():
-            found.append(InputFile(str(p), _day(p.name)))
-        else:
-            raise PrepareError(f"{p}: no such file or folder")
+    paths = expand_inputs(inputs, lambda k: bool(_DAY.match(k.name) or _KAGGLE.match(k.name)),
+                          "prepare.input is empty: give raw Criteo files or folders (day_N, train.txt, .gz)",
+                          "no day_N, day_N.gz, train.txt or train.txt.gz inside")
+    found = [InputFile(str(p), _day(p.name)) for p in paths]
     days = [f.day for f in found if f.day is not None]
     if len(days) != len(set(days)):
         raise PrepareError(f"day files given twice (e.g. day_N and day_N.gz): {sorted(f.path for f in found)}")

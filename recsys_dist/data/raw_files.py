@@ -1,5 +1,5 @@
 """Raw input files of `prepare`: gzip-tolerant byte streams, blocks of whole lines parsed as CSV without read-ahead,
-line counting, physical line numbers of parsed rows.
+line counting, physical line numbers of parsed rows, the input list expanded to files.
 
 Shared by the Criteo ingest (criteo_prepare) and the schema-driven one (tabular_prepare).
 """
@@ -9,11 +9,14 @@ from __future__ import annotations
 import io
 import re
 import zlib
+from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+
+from recsys_dist.data.bad_rows import PrepareError
 
 
 class GzipReader(io.RawIOBase):
@@ -53,6 +56,30 @@ class GzipReader(io.RawIOBase):
     def close(self) -> None:
         self._f.close()
         super().close()
+
+
+def expand_inputs(inputs: List[str], in_folder: Callable[[Path], bool], empty: str, none_inside: str,
+                  check_file: Optional[Callable[[Path], None]] = None) -> List[Path]:
+    """`prepare.input` -> files: each file as given (`check_file` may refuse it), each folder's files that
+    `in_folder` accepts, by name. Errors: `empty` when nothing is given, "<folder>: <none_inside>" for a folder
+    without such files, "<path>: no such file or folder"."""
+    if not inputs:
+        raise PrepareError(empty)
+    found: List[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            kids = sorted(k for k in p.iterdir() if k.is_file() and in_folder(k))
+            if not kids:
+                raise PrepareError(f"{p}: {none_inside}")
+            found += kids
+        elif p.is_file():
+            if check_file is not None:
+                check_file(p)
+            found.append(p)
+        else:
+            raise PrepareError(f"{p}: no such file or folder")
+    return found
 
 
 def open_raw(path: str) -> Any:

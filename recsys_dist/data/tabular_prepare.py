@@ -48,7 +48,7 @@ from recsys_dist.data import criteo_encode as enc
 from recsys_dist.data.bad_rows import MAX_SAMPLES, BadRows, PrepareError
 from recsys_dist.data.metadata import SPLITS, Metadata, SparseFeature, SplitInfo
 from recsys_dist.data.parquet_parts import Part, PartWriter
-from recsys_dist.data.raw_files import LineTooLong, csv_batches, open_raw, physical_lines
+from recsys_dist.data.raw_files import LineTooLong, csv_batches, expand_inputs, open_raw, physical_lines
 from recsys_dist.data.schema_file import CategoricalSpec, Schema, SchemaError, load_schema, rule_holds
 from recsys_dist.data.tabular_encode import hash_strings, parse_numbers, parse_timestamps, split_lists
 
@@ -72,24 +72,14 @@ def _kind(path: str) -> Optional[str]:
 
 def discover_inputs(inputs: List[str]) -> List[str]:
     """Files as given; a folder contributes its CSV / TSV / Parquet files (by name)."""
-    if not inputs:
-        raise PrepareError("prepare.input is empty: give CSV / Parquet files or folders of them")
-    found: List[str] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            kids = sorted(str(k) for k in p.iterdir() if k.is_file() and _kind(str(k)))
-            if not kids:
-                raise PrepareError(f"{p}: no .csv, .tsv, .txt (or .gz of them), .parquet or .pq files inside")
-            found += kids
-        elif p.is_file():
-            if _kind(str(p)) is None:
-                raise PrepareError(f"{p}: unknown file type; expected .csv, .tsv, .txt (optionally .gz), .parquet "
-                                   "or .pq")
-            found.append(str(p))
-        else:
-            raise PrepareError(f"{p}: no such file or folder")
-    return found
+    def known(p: Path) -> None:
+        if _kind(str(p)) is None:
+            raise PrepareError(f"{p}: unknown file type; expected .csv, .tsv, .txt (optionally .gz), .parquet or .pq")
+
+    paths = expand_inputs(inputs, lambda k: _kind(str(k)) is not None,
+                          "prepare.input is empty: give CSV / Parquet files or folders of them",
+                          "no .csv, .tsv, .txt (or .gz of them), .parquet or .pq files inside", known)
+    return [str(p) for p in paths]
 
 
 def _csv_header(path: str, schema: Schema) -> List[str]:
