@@ -119,7 +119,8 @@ class PrepareConfig:
     hash_cap: int = 40000000
     min_count: int = 2
     dense: str = "log"  # log (log(x+1), negatives clamped) | bucketize (floor(log(x)^2) for x > 2: categorical)
-    split: str = "auto"  # day (last day halves into val / test) | ratio | auto (day if several days)
+    split: str = "auto"  # day (last day halves into val / test) | ratio | auto (day if several days) | criteo_kaggle
+    #                      (train.txt as 7 days: 1-6 train, 7 halves val / test) | criteo_terabyte (day 23 val / test)
     val_ratio: float = 0.05
     test_ratio: float = 0.05
     seed: int = 0

@@ -3,7 +3,7 @@ schema file (--schema, see docs/own_data.md), into Parquet shards + metadata.jso
 
 Categorical fields: hash (id = int(hex, 16) mod prepare.hash_cap, empty -> 0) or vocab (0 empty, 1 OOV, 2.. values
 seen >= prepare.min_count times in the train split). Dense fields: log (ln(1 + max(x, 0))) or bucketize
-(floor(ln(x)^2) for x > 2, as sparse features). Split: day (last day halves into val / test), ratio (seeded), auto.
+(floor(ln(x)^2) for x > 2, as sparse features). Split: day (last day halves into val / test), ratio (seeded), auto, criteo_kaggle, criteo_terabyte.
 Bad rows are counted, skipped and reported (file:line: reason) in metadata.json and on stderr; --strict stops at the
 first one instead.
 
@@ -12,6 +12,8 @@ examples:
   recsys-dist prepare --input day_0.gz day_1.gz day_2.gz prepare.categorical=vocab prepare.min_count=20
   recsys-dist prepare --input train.txt prepare.dense=bucketize prepare.split=ratio --strict
   recsys-dist prepare --schema schema.yaml --input clicks.csv --out data/own     # your own data
+  recsys-dist prepare --schema schema.yaml --input train=tr.csv val=va.csv "test=te_*.csv"   # your own split
+  recsys-dist prepare --input train.txt prepare.split=criteo_kaggle    # days 1-6 train, day 7 val / test
   recsys-dist prepare --config configs/optinter_search_criteo_kaggle.yaml   # + OptInter's cross counting pass
       (runs when data.cross_pairs is set and data.cross_min_count > 1; training then reuses the counts)
 """
@@ -29,7 +31,8 @@ FLAGS = (("input", "prepare.input"), ("out", "prepare.out_dir"), ("strict", "pre
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", nargs="+", metavar="PATH", help="raw files or folders (prepare.input)")
+    p.add_argument("--input", nargs="+", metavar="PATH", help="raw files or folders (prepare.input); with --schema "
+                   "also train=PATH val=PATH test=PATH: a split you already have, kept as given (globs allowed)")
     p.add_argument("--out", metavar="DIR", help="output dataset folder (prepare.out_dir)")
     p.add_argument("--strict", action="store_true", default=None, help="fail at the first bad row (prepare.strict)")
     p.add_argument("--workers", type=int, help="processes, 0 = one per core (prepare.workers)")

@@ -12,7 +12,10 @@ numpy (criteo_encode); each split is written in row groups of ROW_GROUP_ROWS row
 Splits: `day` (Terabyte): every day file but the last is train; the last day's first half of lines (by line
 number, ceil(L / 2)) is val, the rest test. `ratio`: each row goes to val / test / train with probabilities
 val_ratio / test_ratio / rest, from a generator seeded by (seed, file index): the same input and seed always give
-the same split. `auto`: day when there are >= 2 day files, else ratio.
+the same split. `auto`: day when there are >= 2 day files, else ratio. The papers' protocols by name:
+`criteo_kaggle` (as in DLRM's Kaggle runs): one train.txt cut into 7 consecutive days of equal line counts, days 1-6 train, day 7's
+first half val, the rest test; `criteo_terabyte`: exactly day_0 .. day_23, days 0-22 train, day 23 halves into
+val / test (the `day` split, with the files checked). Vocabularies and dense statistics come from train rows only.
 
 Bad rows (wrong column count, empty line, label not 0/1, a non-integer dense field, a categorical field that is
 not 8 hex digits, a truncated or corrupt gzip stream): by default each is counted, skipped and reported
@@ -52,6 +55,9 @@ from recsys_dist.data.raw_files import physical_lines as _lines
 BLOCK_BYTES = 8 << 20  # raw read block (~32k Criteo rows): the unit of parsing and encoding
 ROW_GROUP_ROWS = 32768  # output row group (~a block of rows), whatever a split's share of a block
 PARALLEL_MIN_BYTES = 64 << 20  # one worker process per this much input (up to `workers`)
+SPLIT_OPTIONS = ("auto", "day", "ratio", "criteo_kaggle", "criteo_terabyte")
+KAGGLE_DAYS = 7  # Criteo Kaggle's train.txt holds 7 days in time order (DLRM cuts it into 7 equal parts)
+TERABYTE_DAYS = 24  # Criteo Terabyte: day_0 .. day_23
 _DAY = re.compile(r"^day_(\d+)(\.gz)?$")
 _KAGGLE = re.compile(r"^train\.txt(\.gz)?$")
 
@@ -92,7 +98,8 @@ class _Task:
     index: int
     path: str
     mode: str  # "count" (vocab pass over train rows) | "write"
-    split: Tuple[Any, ...]  # ("all", name) | ("halves", last_val_line) | ("ratio", val, test, seed)
+    split: Tuple[Any, ...]  # ("all", name) | ("halves", last_val_line) | ("lines", last_train_line, last_val_line)
+    #                         | ("ratio", val, test, seed)
     categorical: str
     dense: str
     hash_cap: int
@@ -226,6 +233,8 @@ def _assign(task: _Task, rng: Optional[np.random.Generator], n: int, lines: np.n
         return np.full(n, SPLITS.index(task.split[1]), dtype=np.int8)
     if kind == "halves":
         return np.where(lines <= task.split[1], SPLITS.index("val"), SPLITS.index("test")).astype(np.int8)
+    if kind == "lines":
+        return np.where(lines <= task.split[1], 0, np.where(lines <= task.split[2], 1, 2)).astype(np.int8)
     u = rng.random(n)  # type: ignore[union-attr]
     val, test = task.split[1], task.split[2]
     return np.where(u < val, 1, np.where(u < val + test, 2, 0)).astype(np.int8)
@@ -316,7 +325,7 @@ def _schema(dense: str) -> pa.Schema:
 def _check(cfg: PrepareConfig) -> None:
     for key, value, choices in (("categorical", cfg.categorical, ("hash", "vocab")),
                                 ("dense", cfg.dense, ("log", "bucketize")),
-                                ("split", cfg.split, ("auto", "day", "ratio"))):
+                                ("split", cfg.split, SPLIT_OPTIONS)):
         if value not in choices:
             raise PrepareError(f"prepare.{key}={value!r} is not one of {', '.join(choices)}")
     if cfg.hash_cap < 1 or cfg.min_count < 1 or cfg.rows_per_file < 1 or cfg.workers < 0:
@@ -324,6 +333,33 @@ def _check(cfg: PrepareConfig) -> None:
     if not (0 <= cfg.val_ratio < 1 and 0 <= cfg.test_ratio < 1 and cfg.val_ratio + cfg.test_ratio < 1):
         raise PrepareError(f"prepare: val_ratio={cfg.val_ratio} and test_ratio={cfg.test_ratio} must be in "
                            "[0, 1) with a sum < 1")
+
+
+def _check_named_split(split: str, files: List[InputFile]) -> None:
+    """The papers' protocols need their files: criteo_kaggle one train.txt, criteo_terabyte day_0 .. day_23."""
+    if split == "criteo_kaggle" and len(files) != 1:
+        raise PrepareError(f"prepare.split=criteo_kaggle cuts one file (Criteo Kaggle's train.txt) into "
+                           f"{KAGGLE_DAYS} days; got {len(files)}: {[f.path for f in files]}")
+    if split == "criteo_terabyte":
+        days = sorted(f.day for f in files if f.day is not None)
+        missing = sorted(set(range(TERABYTE_DAYS)) - set(days))
+        if len(days) != len(files) or days != list(range(TERABYTE_DAYS)):
+            raise PrepareError(f"prepare.split=criteo_terabyte needs exactly day_0 .. day_{TERABYTE_DAYS - 1} (train "
+                               f"on days 0-{TERABYTE_DAYS - 2}, day {TERABYTE_DAYS - 1} halves into val / test); "
+                               f"missing days {missing}, got {[f.path for f in files]}")
+
+
+def _kaggle_days(path: str, detail: Dict[str, Any]) -> Tuple[Any, ...]:
+    """The Criteo Kaggle day protocol (DLRM's runs): the file's L lines as 7 consecutive days of L // 7 lines (the first L % 7
+    days one more); days 1-6 train, the 7th day's first half (ceil) val, the rest test."""
+    lines = count_lines(path)
+    per, extra = divmod(lines, KAGGLE_DAYS)
+    sizes = [per + (d < extra) for d in range(KAGGLE_DAYS)]
+    last_train = sum(sizes[:-1])
+    last_val = last_train + (sizes[-1] + 1) // 2
+    detail.update(days=KAGGLE_DAYS, train_lines=f"1-{last_train}", val_lines=f"{last_train + 1}-{last_val}",
+                  test_lines=f"{last_val + 1}-{lines}")
+    return ("lines", last_train, last_val)
 
 
 def _run(tasks: List[_Task], workers: int, desc: str, progress: bool) -> List[Dict[str, Any]]:
@@ -363,6 +399,7 @@ def prepare_criteo(cfg: PrepareConfig, progress: bool = True) -> Metadata:
     split = cfg.split if cfg.split != "auto" else ("day" if n_days >= 2 and n_days == len(files) else "ratio")
     if split == "day" and (n_days < 2 or n_days != len(files)):
         raise PrepareError(f"prepare.split=day needs >= 2 day_N files and nothing else; got {[f.path for f in files]}")
+    _check_named_split(split, files)
     workers = cfg.workers or os.cpu_count() or 1
     out = Path(cfg.out_dir)
     for s in SPLITS:
@@ -375,6 +412,8 @@ def prepare_criteo(cfg: PrepareConfig, progress: bool = True) -> Metadata:
     for i, f in enumerate(files):
         if split == "ratio":
             specs.append(("ratio", cfg.val_ratio, cfg.test_ratio, cfg.seed))
+        elif split == "criteo_kaggle":
+            specs.append(_kaggle_days(f.path, split_detail))
         elif i < len(files) - 1:
             specs.append(("all", "train"))
         else:

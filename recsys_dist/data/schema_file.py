@@ -3,6 +3,8 @@
     label: "rating >= 4"          # a 0/1 column (label: clicked), or a rule `column OP number` binarizing one
     timestamp: ts                 # optional: time-ordered split (oldest rows train); else a seeded random split
     split: {val: 0.1, test: 0.1, seed: 0}   # optional; default prepare.val_ratio / test_ratio / seed
+    # or a split you already have: files (paths / globs relative to this file) or a column of train / val / test
+    #   split: {train: train.csv, val: valid.csv, test: "test_*.csv"}      split: {column: fold}
     csv: {delimiter: ",", header: true}     # optional; without a header give `columns: [...]`
     categorical:                  # one id per row
       - {column: user_id, min_count: 2, name: user}    # vocab: values seen >= min_count times in train
@@ -93,6 +95,8 @@ class Schema:
     csv_header: bool = True
     csv_columns: Optional[List[str]] = None  # column names when the CSV has no header
     cross_pairs: List[Tuple[str, str]] = field(default_factory=list)
+    split_files: Dict[str, List[str]] = field(default_factory=dict)  # split -> files / folders / globs
+    split_column: Optional[str] = None  # a column of train / val / test per row
     path: str = "schema.yaml"
     lines: Dict[str, int] = field(default_factory=dict, repr=False)  # key path -> line in the file
 
@@ -109,6 +113,8 @@ class Schema:
         out.setdefault(self.label.column, "label")
         if self.timestamp is not None:
             out.setdefault(self.timestamp, "timestamp")
+        if self.split_column is not None:
+            out.setdefault(self.split_column, "split.column")
         for i, c in enumerate(self.single()):
             out.setdefault(c.column, f"categorical[{i}].column")
         for i, c in enumerate(self.multi()):
@@ -231,6 +237,43 @@ def _categorical(item: Any, key: str, r: _Reader, multi: bool) -> CategoricalSpe
     return spec
 
 
+def _split(s: Schema, sp: Dict[str, Any], r: _Reader, path: str) -> None:
+    """`split:` ratios {val, test, seed}, or given files {train, val, test}, or {column}; never two of them."""
+    files = {k: v for k, v in sp.items() if k in ("train", "val", "test") and not isinstance(v, (int, float))}
+    if files:
+        base = Path(path).parent
+        for k, v in files.items():
+            items = v if isinstance(v, list) else [v]
+            pats = [r.string(x, f"split.{k}") for x in items]
+            if not pats:
+                raise r.fail(f"split.{k}", ": expected a file, folder or glob (or a list of them)")
+            s.split_files[k] = [p if Path(p).is_absolute() else str(base / p) for p in pats]
+        if "train" not in files:
+            raise r.fail("split", f": {', '.join(files)} file(s) given but no `train:` file")
+        ratios = [k for k in ("val", "test", "seed") if k in sp and k not in files]
+        if ratios:
+            raise r.fail(f"split.{ratios[0]}", f"={sp[ratios[0]]!r}: a ratio / seed beside split files: the files "
+                                               "are the split; give every split as files (train, val, test)")
+    if "column" in sp:
+        s.split_column = r.string(sp["column"], "split.column")
+        other = [k for k in ("train", "val", "test", "seed") if k in sp]
+        if other:
+            raise r.fail(f"split.{other[0]}", ": beside split.column: the column is the split; remove one of them")
+    if files or s.split_column is not None:
+        if s.timestamp is not None:
+            given = "split.column" if s.split_column is not None else "split files (split.train, ...)"
+            raise r.fail("timestamp", f"={s.timestamp!r} and {given}: the split is given, a time split would "
+                                      "ignore it; remove `timestamp:` (or the given split, to split by time)")
+        return
+    if "train" in sp:
+        raise r.fail("split.train", f"={sp['train']!r}: train is the rest; give val / test ratios, or train / val / "
+                                    "test files")
+    s.val_ratio, s.test_ratio = r.ratio(sp.get("val"), "split.val"), r.ratio(sp.get("test"), "split.test")
+    s.seed = r.integer(sp.get("seed"), "split.seed", 0)
+    if (s.val_ratio or 0) + (s.test_ratio or 0) >= 1:
+        raise r.fail("split", f": val + test = {(s.val_ratio or 0) + (s.test_ratio or 0)} must be < 1")
+
+
 def parse_schema(raw: Any, path: str = "schema.yaml", lines: Optional[Dict[str, int]] = None) -> Schema:
     """A parsed YAML document -> Schema, validated (see the module docstring)."""
     r = _Reader(path, lines or {})
@@ -255,11 +298,7 @@ def parse_schema(raw: Any, path: str = "schema.yaml", lines: Optional[Dict[str, 
     if "timestamp" in d:
         s.timestamp = r.string(d["timestamp"], "timestamp")
     if "split" in d:
-        sp = r.mapping(d["split"], "split", ("val", "test", "seed"))
-        s.val_ratio, s.test_ratio = r.ratio(sp.get("val"), "split.val"), r.ratio(sp.get("test"), "split.test")
-        s.seed = r.integer(sp.get("seed"), "split.seed", 0)
-        if (s.val_ratio or 0) + (s.test_ratio or 0) >= 1:
-            raise r.fail("split", f": val + test = {(s.val_ratio or 0) + (s.test_ratio or 0)} must be < 1")
+        _split(s, r.mapping(d["split"], "split", ("train", "val", "test", "seed", "column")), r, path)
     if "csv" in d:
         c = r.mapping(d["csv"], "csv", ("delimiter", "header", "columns"))
         s.csv_delimiter = r.string(c.get("delimiter", ","), "csv.delimiter")

@@ -16,10 +16,13 @@ docs/own_data.md (vocab: 0 empty, 1 OOV, 2.. by train count; hash: key mod hash_
 Criteo layout of criteo_encode). Numeric transforms: none (x), log (ln(1 + max(x, 0))), minmax
 ((x - min) / (max - min) over train, clipped to [0, 1]), bucketize; an empty numeric field is 0 (bucket id 0).
 
-Split: with `timestamp`, train = rows before the (1 - val - test) quantile of the timestamps, val = up to the
-(1 - test) quantile, test = the rest (quantiles exact up to SAMPLE_ROWS rows, else from a uniform sample of that
-many); without, each row goes to val / test / train with probabilities val / test / rest from a generator seeded
-by (seed, file index), as for Criteo.
+Split (_decide_split): a given split is kept as is: per-split files (`--input train=... val=... test=...` or the
+schema's split.train / val / test, recsys_dist.data.given_splits) or a split column. Otherwise, with `timestamp`,
+train = rows before the (1 - val - test) quantile of the timestamps, val = up to the (1 - test) quantile, test =
+the rest (quantiles exact up to SAMPLE_ROWS rows, else from a uniform sample of that many); without, each row goes
+to val / test / train with probabilities val / test / rest from a generator seeded by (seed, file index), as for
+Criteo. Pooling several input files so says on stderr and in metadata.source.split.warnings; a given split beside
+a timestamp, ratios or another given split is an error. Vocabularies, min / max and dense_stats: train rows only.
 
 Bad rows (the Criteo bad-row policy, recsys_dist.data.bad_rows): a CSV line with the wrong number of fields, an
 empty line, a label that is empty / not 0 or 1 / not a number for the rule, a numeric field that is not a number,
@@ -34,6 +37,7 @@ from __future__ import annotations
 import csv
 import math
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -45,6 +49,7 @@ import pyarrow.parquet as pq
 
 from recsys_dist.config import PrepareConfig
 from recsys_dist.data import criteo_encode as enc
+from recsys_dist.data import given_splits
 from recsys_dist.data.bad_rows import MAX_SAMPLES, BadRows, PrepareError
 from recsys_dist.data.metadata import SPLITS, Metadata, SparseFeature, SplitInfo
 from recsys_dist.data.parquet_parts import Part, PartWriter
@@ -129,6 +134,9 @@ def _check_columns(schema: Schema, path: str, names: List[str], types: Optional[
         t = types[schema.timestamp]
         want(schema.timestamp, "timestamp", scalar(t) or text(t) or pa.types.is_timestamp(t) or pa.types.is_date(t),
              "a timestamp, a date, epoch seconds or ISO-8601 text")
+    if schema.split_column is not None:
+        want(schema.split_column, "split.column", text(types[schema.split_column]),
+             f"text: {given_splits.EXPECTED_VALUES}")
 
 
 def _blocks(path: str, schema: Schema, bad: BadRows) -> Iterator[Tuple[pa.Table, np.ndarray]]:
@@ -187,13 +195,14 @@ class _Block:
     single: Dict[str, Tuple[np.ndarray, np.ndarray]]  # name -> (keys int64, empty)
     multi: Dict[str, Tuple[np.ndarray, np.ndarray]]  # name -> (lengths int32, keys int64 flat)
     time: Optional[np.ndarray] = None  # seconds
+    split: Optional[np.ndarray] = None  # split column: index in SPLITS
 
     def select(self, mask: np.ndarray) -> "_Block":
         return _Block(
             mask[mask], self.label[mask], {k: (v[mask], e[mask]) for k, (v, e) in self.numeric.items()},
             {k: (v[mask], e[mask]) for k, (v, e) in self.single.items()},
             {k: (ln[mask], v[np.repeat(mask, ln)]) for k, (ln, v) in self.multi.items()},
-            None if self.time is None else self.time[mask])
+            None if self.time is None else self.time[mask], None if self.split is None else self.split[mask])
 
 
 def _parse(schema: Schema, table: pa.Table, lines: np.ndarray, path: str, bad: BadRows,
@@ -232,6 +241,11 @@ def _parse(schema: Schema, table: pa.Table, lines: np.ndarray, path: str, bad: B
         raw = table.column(schema.timestamp)
         time, b = parse_timestamps(raw)
         checks.append(("timestamp", b, schema.timestamp, raw, "epoch seconds or ISO-8601 date / time"))
+    split = None
+    if schema.split_column is not None:
+        raw = table.column(schema.split_column)
+        split, b = given_splits.codes(raw)
+        checks.append(("split_value", b, schema.split_column, raw, given_splits.EXPECTED_VALUES))
     first = np.full(n, -1, dtype=np.int64)  # per row, the first check it fails (its kind)
     for k, (_, mask, _, _, _) in enumerate(checks):
         first[mask & (first < 0)] = k
@@ -246,20 +260,25 @@ def _parse(schema: Schema, table: pa.Table, lines: np.ndarray, path: str, bad: B
                 why = f"{col}={raw[j].as_py()!r}: expected {expected}" if i <= MAX_SAMPLES else f"{col}: {expected}"
             bad.add(path, int(lines[j]), kind, why)
     any_bad = first >= 0
-    return _Block(~any_bad, label.astype(np.int8), numeric, single, multi, time)
+    return _Block(~any_bad, label.astype(np.int8), numeric, single, multi, time, split)
 
 
 # -- the passes ---------------------------------------------------------------------------------------------
 @dataclass
 class _Split:
-    mode: str  # time | ratio
+    mode: str  # time | ratio | files (given per-split files) | column (a split column)
     val: float
     test: float
     seed: int
     cut_val: float = math.inf  # time: train < cut_val <= val < cut_test <= test
     cut_test: float = math.inf
+    file_split: List[int] = field(default_factory=list)  # files: the split (index in SPLITS) of each input file
 
-    def assign(self, block: _Block, rng: Optional[np.random.Generator]) -> np.ndarray:
+    def assign(self, block: _Block, rng: Optional[np.random.Generator], file_index: int) -> np.ndarray:
+        if self.mode == "files":
+            return np.full(block.keep.size, self.file_split[file_index], dtype=np.int8)
+        if self.mode == "column":
+            return block.split  # type: ignore[return-value]
         if self.mode == "time":
             t = block.time
             return np.where(t < self.cut_val, 0, np.where(t < self.cut_test, 1, 2)).astype(np.int8)
@@ -275,10 +294,10 @@ def _each_block(files: List[str], schema: Schema, split: _Split, bad: BadRows) -
         for table, lines in _blocks(path, schema, bad):
             block = _parse(schema, table, lines, path, bad, first)
             first = False
-            which = split.assign(block, rng) if split.mode == "ratio" or block.time is not None else None
+            which = split.assign(block, rng, i)
             bad.raise_strict(int(lines[-1]) if lines.size else 0)
             kept = block.select(block.keep)
-            yield kept, (which[block.keep] if which is not None else np.zeros(0, np.int8))
+            yield kept, which[block.keep]
         bad.raise_strict()
 
 
@@ -407,6 +426,55 @@ def _check(cfg: PrepareConfig) -> None:
                            "[0, 1) with a sum < 1")
 
 
+def _decide_split(cfg: PrepareConfig, schema: Schema) -> Tuple[List[str], _Split, Dict[str, Any]]:
+    """The input files in order, how their rows are split, and what metadata.source.split records.
+
+    Given per-split files (`--input train=...` or the schema's split.train / val / test) and a split column are
+    the user's split, kept as is; otherwise the rows of every input are pooled and split by time or at random,
+    and pooling several files says so on stderr (given_splits.pooled_warning) and in the metadata."""
+    plain, named = given_splits.parse_inputs(list(cfg.input))
+    if schema.split_files:
+        if plain or named:
+            raise PrepareError(f"{schema.where('split')}: the schema names the split files (split.train, ...) and "
+                               f"prepare.input gives {list(cfg.input)}: give the files in one place")
+        named = {k: given_splits.expand(v, schema.where(f"split.{k}")) for k, v in schema.split_files.items()}
+    else:
+        named = {k: given_splits.expand(v, f"prepare.input {k}=") for k, v in named.items()}
+    val = schema.val_ratio if schema.val_ratio is not None else cfg.val_ratio
+    test = schema.test_ratio if schema.test_ratio is not None else cfg.test_ratio
+    seed = schema.seed if schema.seed is not None else cfg.seed
+    if named:
+        if schema.split_column is not None or schema.timestamp is not None:
+            what = "split.column" if schema.split_column is not None else "timestamp"
+            raise PrepareError(f"{schema.where(what)}: prepare.input names split files (train=...) and the schema "
+                               f"has {what}: the files are the split; remove {what} from the schema (or give "
+                               "plain inputs to split by it)")
+        files: List[str] = []
+        file_split: List[int] = []
+        detail: Dict[str, Any] = {"mode": "files", "files": {}}
+        for name in SPLITS:
+            if name in named:
+                found = discover_inputs(named[name])
+                dup = sorted(set(found) & set(files))
+                if dup:
+                    raise PrepareError(f"{dup[0]}: given for two splits ({name} and an earlier one)")
+                files += found
+                file_split += [SPLITS.index(name)] * len(found)
+                detail["files"][name] = found
+        return files, _Split("files", 0.0, 0.0, seed, file_split=file_split), detail
+    files = discover_inputs(plain)
+    if schema.split_column is not None:
+        return files, _Split("column", 0.0, 0.0, seed), {"mode": "column", "column": schema.split_column}
+    mode = "time" if schema.timestamp else "ratio"
+    how = f"by time (timestamp: {schema.timestamp})" if mode == "time" else f"at random (seed {seed})"
+    detail = {"mode": mode}
+    warning = given_splits.pooled_warning(files, how)
+    if warning:
+        print(f"prepare: warning: {warning}", file=sys.stderr)
+        detail["warnings"] = [warning]
+    return files, _Split(mode, val, test, seed), detail
+
+
 def prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema] = None) -> Metadata:
     """CSV / Parquet files + `cfg.schema` (or `schema`) -> `cfg.out_dir` (Parquet shards + metadata.json)."""
     _check(cfg)
@@ -414,11 +482,8 @@ def prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema] = None) -> Meta
         if not cfg.schema:
             raise PrepareError("prepare.schema is not set: give --schema SCHEMA.yaml")
         schema = load_schema(cfg.schema)
-    files = discover_inputs(list(cfg.input))
-    val = schema.val_ratio if schema.val_ratio is not None else cfg.val_ratio
-    test = schema.test_ratio if schema.test_ratio is not None else cfg.test_ratio
-    split = _Split("time" if schema.timestamp else "ratio", val, test,
-                   schema.seed if schema.seed is not None else cfg.seed)
+    files, split, split_detail = _decide_split(cfg, schema)
+    val, test = split.val, split.test
     for path in files:  # schema errors before any pass: every file has the columns
         if _kind(path) == "parquet":
             arrow = pq.read_schema(path)
@@ -479,7 +544,6 @@ def prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema] = None) -> Meta
                 "min": stats.lo[spec.name], "max": stats.hi[spec.name],
                 "empty_rate": stats.empty[spec.name] / stats.n}
     transforms = sorted({n.transform for n in schema.dense()})
-    split_detail: Dict[str, Any] = {"mode": split.mode}
     if split.mode == "time":
         split_detail.update(timestamp=schema.timestamp, train_before=split.cut_val, test_from=split.cut_test)
     md = Metadata(
@@ -487,8 +551,10 @@ def prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema] = None) -> Meta
         sparse_features=sparse,
         splits=splits,
         source={"format": "schema", "schema_file": schema.path, "schema": schema.as_dict(), "inputs": files,
-                "label": schema.label.describe(), "split": split_detail, "val_ratio": val, "test_ratio": test,
-                "seed": split.seed, "lines": written + bad.count,
+                "label": schema.label.describe(), "split": split_detail,
+                "val_ratio": val if split.mode in ("time", "ratio") else None,
+                "test_ratio": test if split.mode in ("time", "ratio") else None,
+                "seed": split.seed if split.mode == "ratio" else None, "lines": written + bad.count,
                 "minmax": {k: list(v) for k, v in lo_hi.items()},
                 "cross_pairs": [f"{a},{b}" for a, b in schema.cross_pairs]},
         dense_transform=transforms[0] if len(transforms) == 1 else ("mixed" if transforms else "none"),
