@@ -9,8 +9,11 @@
 The AppDef comes from torchx's own `dist.ddp` (torchrun with c10d rendezvous on the first replica's host, one
 role of nnodes replicas); this adds the project's entry point, defaults and checks. The same component serves CPU
 and GPU jobs: the trainer picks cuda + nccl when it sees a GPU, cpu + gloo otherwise (train.device=auto).
-Every rank resumes from the newest complete checkpoint in train.out_dir (train.resume=auto), so a scheduler retry
-(--max_retries) continues a job instead of starting it over; out_dir must be on storage all nodes share.
+Fault tolerance, the same on every scheduler: --max_retries K becomes torchrun's --max-restarts K, so when a rank
+dies the job's own torchrun agents restart every worker (local_cwd too, which has no retries of its own), and
+the workers resume from the newest complete checkpoint in train.out_dir (train.resume=auto). Schedulers that
+retry (kubernetes, aws_batch, ...) also get max_retries on the role, for a lost node (agent and all); that re-run
+resumes the same way. out_dir must be on storage all nodes share.
 """
 
 from typing import Dict, List, Optional
@@ -50,11 +53,12 @@ def train(
         memMB: memory per node in MB
         env: environment variables for every rank, e.g. NCCL_DEBUG=INFO,LOGLEVEL=INFO
         mounts: volumes, e.g. type=bind,src=/data,dst=/data or type=volume,src=pvc-name,dst=/runs
-        max_retries: scheduler retries of the whole job; each retry resumes from the newest checkpoint
+        max_retries: restarts after a rank dies (torchrun --max-restarts, and the scheduler's retries of a lost
+            node); each restart resumes from the newest checkpoint
         rdzv_port: port of the c10d rendezvous store on the first node (multi-node only)
         rdzv_backend: torchrun rendezvous backend (c10d, or static / etcd)
     """
-    _, _, nproc_per_node, _ = parse_nnodes(j)
+    _, max_nnodes, nproc_per_node, _ = parse_nnodes(j)
     if gpu > 0 and nproc_per_node > gpu:
         raise ValueError(f"-j {j}: {nproc_per_node} processes per node but --gpu {gpu}: one GPU per rank")
     if max_retries < 0:
@@ -63,8 +67,10 @@ def train(
     if bad:
         raise ValueError(f"overrides {bad}: expected section.key=value after `--`, e.g. train.max_steps=100")
     job_env = {"PYTHONUNBUFFERED": "1"}
+    if max_nnodes > 1:  # several agents: a fresh store per restart round (see recsys_dist.dist_env.round_store)
+        job_env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
     job_env.update(env or {})
-    return ddp(
+    app = ddp(
         "train", "--config", config, *overrides,
         m="recsys_dist.cli",
         image=image,
@@ -80,3 +86,14 @@ def train(
         rdzv_backend=rdzv_backend,
         mounts=mounts,
     )
+    _add_torchrun_restarts(app.roles[0], max_retries)
+    return app
+
+
+def _add_torchrun_restarts(role: specs.Role, max_restarts: int) -> None:
+    """dist.ddp's command is `bash -c "torchrun ..."` without --max-restarts: restarts are the scheduler's alone,
+    and local_cwd has none. The flag goes right after `torchrun`."""
+    cmd = role.args[-1]
+    if not cmd.startswith("torchrun "):
+        raise RuntimeError(f"torchx's dist.ddp changed: expected its command to start with 'torchrun ', got {cmd!r}")
+    role.args[-1] = f"torchrun --max-restarts {max_restarts} " + cmd[len("torchrun "):]

@@ -1,6 +1,6 @@
 """Launching for real: torchrun, `torchx run -s local_cwd launch/components.py:train` as 1x2 and 2x1 (two
-"nodes", real c10d rendezvous), and fault tolerance (torchrun --max-restarts, one rank SIGKILLed mid-run): every
-run ends with the same final weights, bitwise."""
+"nodes", real c10d rendezvous), and fault tolerance (torchrun --max-restarts and torchx --max_retries, one rank
+SIGKILLed mid-run): every run ends with the same final weights, bitwise."""
 
 import json
 import os
@@ -72,9 +72,9 @@ def baseline(tmp_path_factory):
     return tmp, root, out
 
 
-def _torchx(j, root, out, plan, port):
+def _torchx(j, root, out, plan, port, max_retries=0):
     cmd = [str(BIN / "torchx"), "run", "-s", "local_cwd", "launch/components.py:train", "-j", j,
-           "--rdzv_port", str(port), "--max_retries", "0", "--config", str(REPO / "configs/dlrm_synthetic.yaml"),
+           "--rdzv_port", str(port), "--max_retries", str(max_retries), "--config", str(REPO / "configs/dlrm_synthetic.yaml"),
            "--", *_overrides(root, out, f"sharding.plan={plan}")]
     return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -99,42 +99,54 @@ def _dryrun(j):
     return subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, check=True).stdout
 
 
-def _workers(agent_pid):
-    """The trainer processes under a torchrun agent: {LOCAL_RANK: pid}."""
-    out = {}
-    for child in Path(f"/proc/{agent_pid}/task/{agent_pid}/children").read_text().split():
+def _descendants(pid):
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
         try:
-            env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+            kids = [int(c) for t in Path(f"/proc/{p}/task").iterdir() for c in (t / "children").read_text().split()]
         except OSError:
             continue
-        for kv in env:
-            if kv.startswith(b"LOCAL_RANK="):
-                out[int(kv.split(b"=")[1])] = int(child)
+        out += kids
+        todo += kids
     return out
 
 
-def test_sigkill_of_one_rank_restarts_and_resumes_to_the_same_weights(baseline, tmp_path):
-    tmp, root, ref = baseline
-    out = tmp / "killed"
-    proc = subprocess.Popen(_torchrun(root, out, f"sharding.plan={ref / 'plan.json'}", max_restarts=1),
-                            cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _worker_of_rank(root_pid, rank):
+    """The pid of the trainer process of global rank `rank` among the descendants of root_pid (torchrun's or
+    torchx's process), or None."""
+    for pid in _descendants(root_pid):
+        try:
+            env = set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env and any(kv.startswith(b"TORCHELASTIC_RUN_ID=") for kv in env):
+            return pid
+    return None
+
+
+def _kill_rank_1_after_first_checkpoint(proc, out):
+    """SIGKILLs rank 1 once the first periodic checkpoint is complete (so the resume step is known to exist);
+    returns the job's output and the killed pid (None if the run ended first)."""
     killed = None
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
             if list((out / "checkpoints").glob("step_*/recsys_dist.json")):
-                workers = _workers(proc.pid)
-                if 1 in workers:
-                    os.kill(workers[1], signal.SIGKILL)  # rank 1 dies between checkpoints
-                    killed = workers[1]
+                pid = _worker_of_rank(proc.pid, 1)
+                if pid is not None:
+                    os.kill(pid, signal.SIGKILL)  # rank 1 dies between checkpoints
+                    killed = pid
                     break
             time.sleep(0.02)
         log, _ = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert killed is not None, "the run ended before a rank could be killed"
-    assert proc.returncode == 0, log[-3000:]
+    return log, killed
+
+
+def _assert_resumed_once_to_the_same_weights(out, ref, tmp_path):
     events = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     resumes = [e for e in events if e["event"] == "resume"]
     assert len(resumes) == 1 and 0 < resumes[0]["step"] < STEPS  # restarted once, from a periodic checkpoint
@@ -146,6 +158,32 @@ def test_sigkill_of_one_rank_restarts_and_resumes_to_the_same_weights(baseline, 
     result = json.loads((out / "result.json").read_text())
     assert result["steps"] == STEPS and result["resumed_from_step"] == resumes[0]["step"]
     _assert_same_weights(_full_state(ref / "checkpoint", tmp_path), _full_state(out / "checkpoint", tmp_path / "k"))
+
+
+def test_sigkill_of_one_rank_restarts_and_resumes_to_the_same_weights(baseline, tmp_path):
+    tmp, root, ref = baseline
+    out = tmp / "killed"
+    proc = subprocess.Popen(_torchrun(root, out, f"sharding.plan={ref / 'plan.json'}", max_restarts=1),
+                            cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log, killed = _kill_rank_1_after_first_checkpoint(proc, out)
+    assert killed is not None, "the run ended before a rank could be killed"
+    assert proc.returncode == 0, log[-3000:]
+    _assert_resumed_once_to_the_same_weights(out, ref, tmp_path)
+
+
+@pytest.mark.parametrize("j", ["1x2", "2x1"])
+def test_torchx_max_retries_restarts_a_killed_rank_and_resumes(baseline, tmp_path, j):
+    """Catches `--max_retries` doing nothing on local_cwd (torchx's dist.ddp runs torchrun without
+    --max-restarts, and local_cwd ignores the role's retries: the job ended FAILED); 2x1 restarts through two
+    torchrun agents (the multi-node path)."""
+    tmp, root, ref = baseline
+    out = tmp / f"torchx_killed_{j}"
+    proc = _torchx(j, root, out, ref / "plan.json", free_port(), max_retries=1)
+    log, killed = _kill_rank_1_after_first_checkpoint(proc, out)
+    assert killed is not None, "the run ended before a rank could be killed"
+    assert proc.returncode == 0, log[-3000:]
+    assert "SUCCEEDED" in log, log[-3000:]
+    _assert_resumed_once_to_the_same_weights(out, ref, tmp_path)
 
 
 def test_restart_rounds_use_their_own_store_keys(monkeypatch):
@@ -186,6 +224,9 @@ def test_component_builds_the_appdef():
     [role] = app.roles
     assert (role.num_replicas, role.max_retries, role.image, role.resource.gpu) == (4, 2, "img:cuda", 8)
     cmd = role.args[-1]
+    assert cmd.startswith("torchrun --max-restarts 2 ")  # restarts inside the job, on every scheduler
+    assert role.env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"  # 4 agents: a fresh store per restart round
+    assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE" not in train(j="1x2").roles[0].env
     assert "--nnodes 4 --nproc_per_node 8" in cmd and "--rdzv_backend c10d" in cmd
     assert cmd.endswith("-m recsys_dist.cli train --config configs/x.yaml train.max_steps=5")
     assert role.env["NCCL_DEBUG"] == "INFO" and role.mounts[0].dst_path == "/data"
