@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import yaml
 from omegaconf import OmegaConf
@@ -165,6 +165,38 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 EMBEDDING_DTYPES = ("fp32", "fp16")
 
+# The allowed range of every numeric field ("> 0", ">= 0", "[0, 1)": interval notation). None (an unset Optional)
+# is always allowed; a list is checked item by item. tests/test_cli.py fails for a numeric field missing here.
+RANGES: Dict[str, str] = {
+    "synth.days": "> 0", "synth.rows_per_day": "> 0", "synth.seed": ">= 0", "synth.vocab_sizes": "> 0",
+    "synth.zipf_exponent": ">= 0", "synth.missing_rate": "[0, 1)", "synth.base_ctr": "(0, 1)",
+    "synth.num_main_fields": ">= 0", "synth.num_pairs": ">= 0", "synth.latent_dim": "> 0",
+    "synth.signal_scale": ">= 0",
+    "prepare.hash_cap": "> 0", "prepare.min_count": "> 0", "prepare.val_ratio": "[0, 1)",
+    "prepare.test_ratio": "[0, 1)", "prepare.seed": ">= 0", "prepare.rows_per_file": "> 0", "prepare.workers": ">= 0",
+    "plan.world_size": "> 0", "plan.local_world_size": "> 0", "plan.hbm_gib": "> 0", "plan.ddr_gib": "> 0",
+    "plan.intra_node_bw_gbps": "> 0", "plan.inter_node_bw_gbps": "> 0",
+    "data.batch_size": "> 0", "data.eval_batch_size": "> 0", "data.shuffle_buffer_rows": "> 0", "data.seed": ">= 0",
+    "data.prefetch_batches": ">= 0", "data.cross_table_rows": "> 0", "data.cross_min_count": ">= 0",
+    "model.embedding_dim": "> 0", "model.max_rows_per_table": "> 0",
+    "sharding.hbm_gib": "> 0", "sharding.ddr_gib": "> 0",
+    "optim.sparse_lr": "> 0", "optim.sparse_eps": "> 0", "optim.dense_lr": "> 0", "optim.dense_eps": "> 0",
+    "optim.weight_decay": ">= 0", "optim.arch_lr": "> 0", "optim.warmup_steps": ">= 0",
+    "train.epochs": "> 0", "train.max_steps": "> 0", "train.val_every_steps": ">= 0", "train.log_every_steps": ">= 0",
+    "train.seed": ">= 0", "train.threads": "> 0", "train.checkpoint_every_steps": ">= 0",
+    "train.keep_checkpoints": "> 0",
+}
+
+
+def in_range(value: float, spec: str) -> bool:
+    """`value` against a RANGES spec: "> a", ">= a", or an interval "[a, b)" / "(a, b]" / ..."""
+    if spec.startswith(">="):
+        return value >= float(spec[2:])
+    if spec.startswith(">"):
+        return value > float(spec[1:])
+    lo, hi = (float(x) for x in spec[1:-1].split(","))
+    return (lo <= value if spec[0] == "[" else lo < value) and (value <= hi if spec[-1] == "]" else value < hi)
+
 
 def _merge(base: Any, layer: Any, source: str) -> Any:
     try:
@@ -175,9 +207,20 @@ def _merge(base: Any, layer: Any, source: str) -> Any:
         raise ConfigError(f"{source}: {msg}" + (f" (key: {key})" if key else "")) from None
 
 
+def _dotted_keys(d: Mapping[str, Any], prefix: str = "") -> List[str]:
+    out = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.append(key)
+        if isinstance(v, Mapping):
+            out += _dotted_keys(v, key + ".")
+    return out
+
+
 def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> JobConfig:
     """Schema defaults <- YAML file <- `section.key=value` overrides, then `validate`."""
     cfg = OmegaConf.structured(JobConfig)
+    sources: Dict[str, str] = {}  # dotted key -> where its value was set (the last layer wins)
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -189,6 +232,7 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: expected a mapping of sections (data, model, ...), got {type(raw).__name__}")
         cfg = _merge(cfg, OmegaConf.create(raw), str(p))
+        sources.update(dict.fromkeys(_dotted_keys(raw), str(p)))
     for ov in overrides:
         if "=" not in ov:
             raise ConfigError(f"override {ov!r}: expected section.key=value, e.g. train.max_steps=100")
@@ -197,60 +241,82 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
         except OmegaConfBaseException as e:
             raise ConfigError(f"override {ov!r}: {e}") from None
         cfg = _merge(cfg, layer, f"override {ov!r}")
+        key = ov.split("=", 1)[0].strip()
+        sources = {k: v for k, v in sources.items() if not k.startswith(key + ".")}
+        sources[key] = f"override {ov!r}"
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"{path or 'config'}: required key(s) not set: {', '.join(missing)}")
     job: JobConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    validate(job, source=str(path or "config"))
+    job._sources = sources  # type: ignore[attr-defined]
+    validate(job)
     return job
 
 
-def _choice(value: str, choices: Sequence[str], key: str, source: str) -> None:
+def source_of(cfg: JobConfig, key: str) -> str:
+    """Where `key`'s value came from: "override 'k=v'", the YAML file's path, or "the default"."""
+    sources: Dict[str, str] = getattr(cfg, "_sources", {})
+    for k in sorted(sources, key=len, reverse=True):  # the most specific recorded key (or a parent of it)
+        if key == k or key.startswith(k + ".") or k.startswith(key + "."):
+            return sources[k]
+    return sources.get("", "the default")
+
+
+def _get(cfg: JobConfig, key: str) -> Any:
+    sec, name = key.split(".")
+    return getattr(getattr(cfg, sec), name)
+
+
+def _choice(cfg: JobConfig, key: str, choices: Sequence[str]) -> None:
+    value = _get(cfg, key)
     if value not in choices:
-        raise ConfigError(f"{source}: {key}={value!r} is not one of {', '.join(choices)}")
+        raise ConfigError(f"{source_of(cfg, key)}: {key}={value!r} is not one of {', '.join(choices)}")
 
 
-def _positive(value: Optional[float], key: str, source: str, allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{source}: {key}={value} must be {'>= 0' if allow_zero else '> 0'}")
+def check_ranges(cfg: JobConfig) -> None:
+    """Every numeric field against RANGES; the message names where the value was set."""
+    for key, spec in RANGES.items():
+        value = _get(cfg, key)
+        items = [(f"{key}[{i}]", v) for i, v in enumerate(value)] if isinstance(value, list) else [(key, value)]
+        for name, v in items:
+            if v is not None and not in_range(v, spec):
+                must = "must be " + (spec if spec[0] == ">" else f"in {spec}")
+                raise ConfigError(f"{source_of(cfg, key)}: {name}={v} {must}")
 
 
-def validate(cfg: JobConfig, source: str = "config") -> None:
-    """Checks the meaning of values; types and key names were already checked by the schema."""
+def validate(cfg: JobConfig, source: Optional[str] = None) -> None:
+    """Checks the meaning of values; types and key names were already checked by the schema. Messages name
+    where each value was set (`source` overrides that, for a config not made by load_config)."""
     from recsys_dist.models.registry import validate_arch_args  # late: models import torch
 
-    _choice(cfg.optim.sparse, SPARSE_OPTIMIZERS, "optim.sparse", source)
-    _choice(cfg.optim.dense, DENSE_OPTIMIZERS, "optim.dense", source)
-    _choice(cfg.train.pipeline, PIPELINES, "train.pipeline", source)
-    _choice(cfg.train.device, DEVICES, "train.device", source)
-    _choice(cfg.train.mixed_precision, PRECISIONS, "train.mixed_precision", source)
-    _choice(cfg.model.embedding_dtype, EMBEDDING_DTYPES, "model.embedding_dtype", source)
-    positive = ("data.batch_size", "data.eval_batch_size", "model.embedding_dim", "optim.sparse_lr", "optim.dense_lr",
-                "optim.arch_lr", "train.epochs", "data.shuffle_buffer_rows", "train.max_steps",
-                "model.max_rows_per_table", "train.threads", "train.keep_checkpoints")  # (None: unset, allowed)
-    non_negative = ("train.val_every_steps", "train.log_every_steps", "optim.warmup_steps", "optim.weight_decay",
-                    "data.prefetch_batches", "train.checkpoint_every_steps")
-    for keys, allow_zero in ((positive, False), (non_negative, True)):
-        for key in keys:
-            sec, name = key.split(".")
-            _positive(getattr(getattr(cfg, sec), name), key, source, allow_zero=allow_zero)
+    if source is not None:
+        cfg._sources = {"": source}  # type: ignore[attr-defined]
+    for key, choices in (("optim.sparse", SPARSE_OPTIMIZERS), ("optim.dense", DENSE_OPTIMIZERS),
+                         ("train.pipeline", PIPELINES), ("train.device", DEVICES),
+                         ("train.mixed_precision", PRECISIONS), ("model.embedding_dtype", EMBEDDING_DTYPES)):
+        _choice(cfg, key, choices)
+    check_ranges(cfg)
+    if cfg.prepare.val_ratio + cfg.prepare.test_ratio >= 1:
+        raise ConfigError(f"{source_of(cfg, 'prepare.val_ratio')}: prepare.val_ratio + prepare.test_ratio = "
+                          f"{cfg.prepare.val_ratio + cfg.prepare.test_ratio:g} must be < 1")
     if cfg.train.resume not in ("auto", "never") and not Path(cfg.train.resume).is_dir():
-        raise ConfigError(f"{source}: train.resume={cfg.train.resume!r}: expected auto, never or a checkpoint folder")
+        raise ConfigError(f"{source_of(cfg, 'train.resume')}: train.resume={cfg.train.resume!r}: expected auto, "
+                          f"never or a checkpoint folder")
     if cfg.sharding.sharding_types is not None:
         from embedding_sharding.sharders import SHARDING_TYPES
 
         for t in cfg.sharding.sharding_types:
-            _choice(t, SHARDING_TYPES, "sharding.sharding_types[]", source)
-    if cfg.sharding.plan is not None and not Path(cfg.sharding.plan).is_file():
-        raise ConfigError(f"{source}: sharding.plan={cfg.sharding.plan!r}: file not found")
-    if cfg.sharding.constraints is not None and not Path(cfg.sharding.constraints).is_file():
-        raise ConfigError(f"{source}: sharding.constraints={cfg.sharding.constraints!r}: file not found")
+            if t not in SHARDING_TYPES:
+                raise ConfigError(f"{source_of(cfg, 'sharding.sharding_types')}: sharding.sharding_types[]={t!r} "
+                                  f"is not one of {', '.join(SHARDING_TYPES)}")
+    for key in ("sharding.plan", "sharding.constraints"):
+        if _get(cfg, key) is not None and not Path(_get(cfg, key)).is_file():
+            raise ConfigError(f"{source_of(cfg, key)}: {key}={_get(cfg, key)!r}: file not found")
     try:
         validate_arch_args(cfg.model.arch, cfg.model.arch_args)
     except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"{source}: model: {e.args[0] if e.args else e}") from None
+        key = "model.arch_args" if cfg.model.arch_args else "model.arch"
+        raise ConfigError(f"{source_of(cfg, key)}: model: {e.args[0] if e.args else e}") from None
 
 
 def to_dict(cfg: JobConfig) -> Dict[str, Any]:

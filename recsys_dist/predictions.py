@@ -4,7 +4,7 @@ The eval reader gives rank r the contiguous rows [r * ceil(N / W), (r + 1) * cei
 order, and pads the last batches with weight-0 rows. Dropping the padding and concatenating the ranks' rows in
 rank order therefore restores the split's row order on any world size.
 
-    recsys-dist evaluate --run runs/own --split test --predictions runs/own/test_predictions.parquet
+    recsys-dist evaluate --run-dir runs/own --split test --predictions runs/own/test_predictions.parquet
 
 Columns: `row` (int64, 0-based position in the split), `label` (int8), `logit` and `prediction` (= sigmoid(logit),
 float32).

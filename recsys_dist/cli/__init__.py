@@ -1,7 +1,10 @@
 """`recsys-dist`: one subcommand per module in this package (synth, prepare, plan, train, evaluate, demo).
 
 Every subcommand takes `--config FILE.yaml` and `section.key=value` overrides (recsys_dist.config), and checks
-the whole configuration before it starts any work.
+the whole configuration before it starts any work. Commands parse the same under torchrun / torchx as in one
+process: no option is a prefix of one of torchrun's (torchrun's parser abbreviates), and ours take no
+abbreviations. Commands that are one process by nature (synth, prepare, plan, demo: RANK0_ONLY in their module)
+do their work on rank 0 when launched on several ranks.
 """
 
 from __future__ import annotations
@@ -34,19 +37,30 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="recsys-dist",
+        prog="recsys-dist", allow_abbrev=False,
         description="Distributed, embedding-heavy CTR training on TorchRec. "
         "Every command takes --config FILE.yaml plus section.key=value overrides.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, summary in COMMANDS.items():
         module = importlib.import_module(f"recsys_dist.cli.{name}")
-        p = sub.add_parser(name, help=summary, description=module.__doc__,
+        p = sub.add_parser(name, help=summary, description=module.__doc__, allow_abbrev=False,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         add_config_arguments(p)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _parser=p, _rank0_only=getattr(module, "RANK0_ONLY", False))
     return parser
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    """Like parse_args, but `section.key=value` overrides may also come after options (`--config X k=v --out Y
+    k2=v2`), which argparse alone refuses."""
+    args, rest = build_parser().parse_known_args(argv)
+    unknown = [a for a in rest if a.startswith("-") or "=" not in a]
+    if unknown:
+        args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = list(args.overrides) + rest
+    return args
 
 
 def _drop_known_noise(record: logging.LogRecord) -> bool:
@@ -59,7 +73,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         logging.getLogger().addFilter(_drop_known_noise)
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
+    if args._rank0_only and int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0":
+        return 0  # a one-process command under torchrun / torchx: rank 0 does the work
     try:
         return int(args._run(args) or 0)
     except ConfigError as e:

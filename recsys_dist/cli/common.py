@@ -28,6 +28,11 @@ def _literal(value: Any) -> str:
     return str(value)
 
 
+def world_size() -> int:
+    """Ranks of this launch (torchrun / torchx set WORLD_SIZE; 1 for one process)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def is_rank0() -> bool:
     return os.environ.get("RANK", "0") == "0"
 

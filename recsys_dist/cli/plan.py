@@ -35,6 +35,8 @@ from typing import Any, Dict, List, Optional, Tuple
 from recsys_dist.cli.common import config_from_args
 from recsys_dist.config import ConfigError, JobConfig
 
+RANK0_ONLY = True  # under a multi-rank launch, rank 0 does the work
+
 FORMATS = ("text", "markdown", "json", "html")
 COMPARE_KEYS = ("world_size", "local_world_size", "device", "gpu", "hbm_gib", "ddr_gib", "intra_bw", "inter_bw",
                 "constraints")

@@ -25,6 +25,8 @@ import sys
 
 from recsys_dist.cli.common import config_from_args
 
+RANK0_ONLY = True  # under a multi-rank launch, rank 0 does the work
+
 FLAGS = (("input", "prepare.input"), ("out", "prepare.out_dir"), ("strict", "prepare.strict"),
          ("workers", "prepare.workers"), ("categorical", "prepare.categorical"), ("dense", "prepare.dense"),
          ("schema", "prepare.schema"))

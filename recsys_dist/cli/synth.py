@@ -18,6 +18,8 @@ import sys
 
 from recsys_dist.cli.common import config_from_args
 
+RANK0_ONLY = True  # under a multi-rank launch, rank 0 does the work
+
 FLAGS = (("out", "synth.out_dir"), ("days", "synth.days"), ("rows_per_day", "synth.rows_per_day"),
          ("layout", "synth.layout"), ("gzip", "synth.gzip"), ("seed", "synth.seed"))
 

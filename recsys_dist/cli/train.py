@@ -4,14 +4,19 @@ dense arch, TorchRec's TrainPipelineSparseDist, periodic validation, final test 
 One process:            recsys-dist train --config configs/dlrm_synthetic.yaml train.max_steps=100
 Each rank of torchrun:  torchrun --standalone --nproc_per_node 2 -m recsys_dist.cli train --config ...
 torchx:                 see launch/ and docs/launch.md
-The run folder (train.out_dir) receives config.yaml, plan.json, metrics.jsonl, result.json and checkpoint/.
+The data, the arch on its tables, a plan file and the checkpoint a resume would load are checked before any
+process group or model exists (exit 2 and one message). The run folder (train.out_dir) receives config.yaml, plan.json, metrics.jsonl, result.json and checkpoint/.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from recsys_dist.cli.common import config_from_args, is_rank0, print_json
+from pathlib import Path
+from typing import List
+
+from recsys_dist.cli.common import config_from_args, is_rank0, print_json, world_size
+from recsys_dist.preflight import check_job
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,9 +29,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, [("data", "data.dir"), ("out", "train.out_dir"), ("plan", "sharding.plan"),
                                   ("max_steps", "train.max_steps")])
-    from recsys_dist.train import train  # heavy imports after the config is known to be good
+    check_job(cfg, world_size(), splits=["train"], plan=cfg.sharding.plan, checkpoints=_resume_checkpoint(cfg),
+              checkpoint_note=f" (train.resume={cfg.train.resume} would resume from it; train.resume=never or "
+                              f"another train.out_dir starts over)")
+    from recsys_dist.train import train  # heavy imports after the job is known to be good
 
     result = train(cfg)
     if is_rank0():
         print_json(result)
     return 0
+
+
+def _resume_checkpoint(cfg) -> List[Path]:
+    """The checkpoint train.resume would load (as recsys_dist.train does), to check it up front."""
+    if cfg.train.resume == "never":
+        return []
+    if cfg.train.resume != "auto":
+        return [Path(cfg.train.resume)]
+    from recsys_dist.checkpoint import find_latest
+
+    latest = find_latest(Path(cfg.train.out_dir))
+    return [latest] if latest is not None else []

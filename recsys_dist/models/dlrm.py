@@ -13,7 +13,7 @@ fp32 (their rounding moved the test AUC most, for ~5% of the FLOPs; docs/benchma
 
 Args:
     inputs: ArchInputs (num_dense > 0 for the bottom MLP).
-    bottom_mlp: widths of the bottom MLP; the last must equal the embedding dim.
+    bottom_mlp: widths of the bottom MLP; the last must equal the embedding dim D (default [512, 256, D]).
     top_mlp: widths of the top MLP; the last must be 1.
     mask_fusion: None, or MaskFusion options (recsys_dist.models.maskfusion) for the top MLP, which then fuses
         the fields [z0; e_1; ...; e_F] into each of its layers.
@@ -39,11 +39,12 @@ from recsys_dist.models.mlp import MLP
 
 
 class DLRMArch(DenseArch):
-    def __init__(self, inputs: ArchInputs, bottom_mlp: Sequence[int] = (512, 256, 64),
+    def __init__(self, inputs: ArchInputs, bottom_mlp: Optional[Sequence[int]] = None,
                  top_mlp: Sequence[int] = (512, 512, 256, 1),
                  mask_fusion: Optional[Mapping[str, Any]] = None) -> None:
         super().__init__(inputs)
         D, F = inputs.embedding_dim, inputs.num_sparse
+        bottom_mlp = [512, 256, D] if bottom_mlp is None else bottom_mlp  # the paper's 512-256-64, ending in D
         if inputs.num_dense <= 0:
             raise ValueError("dlrm needs dense features for its bottom MLP (dataset has num_dense = 0)")
         if not bottom_mlp or bottom_mlp[-1] != D:

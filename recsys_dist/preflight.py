@@ -1,0 +1,104 @@
+"""A train / evaluate job checked against its files before any process group or model exists.
+
+`load_config` checked the config alone. This checks what needs the files: the dataset (data.dir's metadata.json
+and the splits the job reads), the batch sizes against the world size, the arch on the dataset's tables (built
+on the meta device: no memory, no initialization), a plan file (made for these tables and this world size) and
+the checkpoint to be loaded (complete, and written by this model). Each problem is one ConfigError naming the
+file or key and where its value was set, so every rank of a launch stops with exit 2 and the same message
+before any rank waits for another.
+
+    check_job(cfg, world_size=2, splits=["train"], plan=cfg.sharding.plan, checkpoints=[resume_folder])
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+from recsys_dist.config import ConfigError, JobConfig, source_of
+
+
+def check_job(cfg: JobConfig, world_size: int, splits: Sequence[str], plan: Optional[str] = None,
+              checkpoints: Sequence[Path] = (), checkpoint_note: str = "") -> None:
+    """`checkpoint_note` is added to a checkpoint's error (e.g. how to start over instead of resuming)."""
+    from recsys_dist.data.metadata import Metadata, MetadataError
+
+    try:
+        md = Metadata.load(cfg.data.dir)
+    except MetadataError as e:
+        raise ConfigError(f"{source_of(cfg, 'data.dir')}: data.dir={cfg.data.dir!r}: {e}") from None
+    for split in splits:
+        if md.splits.get(split) is None or md.splits[split].rows == 0:
+            have = ", ".join(f"{k} ({v.rows} rows)" for k, v in md.splits.items())
+            raise ConfigError(f"{source_of(cfg, 'data.dir')}: data.dir={cfg.data.dir!r} has no rows in split "
+                              f"{split!r} (splits: {have or 'none'})")
+    for key in ("data.batch_size", "data.eval_batch_size"):
+        value = getattr(cfg.data, key.split(".")[1])
+        if value % world_size:
+            raise ConfigError(f"{source_of(cfg, key)}: {key}={value} is not divisible by the world size "
+                              f"{world_size}")
+    tables, exact = _tables(cfg, md)
+    model = _meta_model(cfg, md, tables)
+    if plan and exact:
+        _check_plan(cfg, plan, model, world_size)
+    if checkpoints:
+        from recsys_dist.checkpoint import CheckpointError, model_fingerprint, verify
+
+        fingerprint = model_fingerprint(cfg, tables, md.num_dense) if exact else None
+        for path in checkpoints:
+            try:
+                verify(Path(path), fingerprint)
+            except CheckpointError as e:
+                raise ConfigError(f"checkpoint {e}{checkpoint_note}") from None
+
+
+def _tables(cfg: JobConfig, md) -> Tuple[List, bool]:
+    """(the job's tables, exact). With OptInter's frequency filter whose counts are not on disk yet (training
+    counts them on first use), the tables without the filter: same names and number, other rows, so only the
+    checks that do not depend on rows run."""
+    from recsys_dist.job import features_for
+
+    if cfg.data.cross_pairs is not None and cfg.data.cross_min_count > 1 and not _cross_counts_on_disk(cfg, md):
+        unfiltered = copy.deepcopy(cfg)
+        unfiltered.data.cross_min_count = 0
+        return features_for(unfiltered, md).tables, False
+    return features_for(cfg, md).tables, True
+
+
+def _cross_counts_on_disk(cfg: JobConfig, md) -> bool:
+    from recsys_dist.data.cross_counts import counts_dir, pair_file
+    from recsys_dist.data.cross_features import make_pairs, select_pairs
+
+    pairs = make_pairs(select_pairs(cfg.data.cross_pairs, md), md.table_rows(cfg.model.max_rows_per_table),
+                       cfg.data.cross_table_rows)
+    folder = counts_dir(Path(cfg.data.dir), md, cfg.data.cross_min_count)
+    return all(pair_file(folder, p).is_file() for p in pairs)
+
+
+def _meta_model(cfg: JobConfig, md, tables):
+    """The CTRModel on the meta device; an arch that does not fit these tables is a ConfigError."""
+    import torch
+
+    from recsys_dist.models.model import build_model
+
+    try:
+        with torch.device("meta"):
+            return build_model(tables, md.num_dense, cfg.model.arch, cfg.model.arch_args, sparse_device="meta",
+                               dense_device="meta", embedding_dtype=cfg.model.embedding_dtype)
+    except (ValueError, TypeError, KeyError) as e:
+        key = "model.arch_args" if cfg.model.arch_args else "model.arch"
+        dims = sorted({t.embedding_dim for t in tables})
+        raise ConfigError(f"{source_of(cfg, key)}: model {cfg.model.arch!r} on data.dir={cfg.data.dir!r} "
+                          f"({len(tables)} tables of dim {'/'.join(map(str, dims))}, {md.num_dense} dense "
+                          f"features): {e.args[0] if e.args else e}") from None
+
+
+def _check_plan(cfg: JobConfig, plan: str, model, world_size: int) -> None:
+    from embedding_sharding.plan_file import PlanFileError, load_plan
+    from recsys_dist.models.model import CTRTrainModel
+
+    try:
+        load_plan(plan, CTRTrainModel(model), world_size)
+    except PlanFileError as e:
+        raise ConfigError(f"{source_of(cfg, 'sharding.plan')}: sharding.plan: {e}") from None
