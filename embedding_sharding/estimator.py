@@ -10,6 +10,7 @@ This subclass evaluates each distinct size once and copies the result: the same 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Dict, List, Optional, Tuple
 
 from torchrec.distributed.planner.constants import DEFAULT_PERF_ESTIMATOR
@@ -66,3 +67,43 @@ class DedupPerfEstimator(EmbeddingPerfEstimator):
                 uneven_sharding_perf_multiplier=self._topology.uneven_sharding_perf_multiplier)
             for shard, perf in zip(so.shards, shard_perfs):
                 shard.perf = perf
+
+
+def _option_key(so: ShardingOption, constraints: Optional[Dict[str, ParameterConstraints]]) -> Tuple:
+    """Everything TorchRec's perf and storage estimators read from an option, except the table's name."""
+    pc = (constraints or {}).get(so.name)
+    return (so.path, so.module_type_key, so.sharding_type, so.compute_kernel, tuple(so.tensor.shape),
+            so.tensor.dtype, tuple(so.input_lengths), so.batch_size, so.is_pooled, repr(so.cache_params),
+            so.enforce_hbm, so.stochastic_rounding, so.bounds_check_mode, so.output_dtype, repr(so.key_value_params),
+            tuple((tuple(s.size), tuple(s.offset)) for s in so.shards),
+            repr(dataclasses.replace(pc, feature_names=None)) if pc is not None else None)
+
+
+class SharedShapeEstimates:
+    """Runs `estimators` once per class of interchangeable options and copies the results to the rest.
+
+    OptInter's 325 cross tables mostly have one shape (rows capped at the same size), so their options are
+    identical but for the table name: the estimates (per-shard perf and storage) are too. Same numbers as running
+    every estimator on every option (tests/test_plan_search.py), ~tables / shapes times less work.
+    """
+
+    def __init__(self, estimators: List, constraints: Optional[Dict[str, ParameterConstraints]] = None) -> None:
+        self.estimators = estimators
+        self.constraints = constraints
+
+    def estimate(self, sharding_options: List[ShardingOption], sharder_data_map: SharderDataMap) -> None:
+        first: Dict[Tuple, ShardingOption] = {}
+        copies: List[Tuple[ShardingOption, ShardingOption]] = []
+        for so in sharding_options:
+            key = _option_key(so, self.constraints)
+            if key in first:
+                copies.append((so, first[key]))
+            else:
+                first[key] = so
+        for est in self.estimators:
+            est.estimate(list(first.values()), sharder_data_map=sharder_data_map)
+        for so, src in copies:
+            so.is_weighted = src.is_weighted
+            for shard, from_shard in zip(so.shards, src.shards):
+                shard.perf = copy.copy(from_shard.perf)
+                shard.storage = copy.copy(from_shard.storage)

@@ -25,7 +25,6 @@ import torch.distributed as dist
 from torch import nn
 from torchrec.distributed.planner import EmbeddingShardingPlanner
 from torchrec.distributed.planner.constants import BATCH_SIZE
-from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
 from torchrec.distributed.planner.shard_estimators import EmbeddingStorageEstimator
 from torchrec.distributed.planner.storage_reservations import HeuristicalStorageReservation
 from torchrec.distributed.planner.types import ParameterConstraints, PlannerError, ShardingOption, Topology
@@ -34,7 +33,9 @@ from torchrec.modules.embedding_configs import BaseEmbeddingConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
 
 from embedding_sharding.constraints import resolve
-from embedding_sharding.estimator import DedupPerfEstimator
+from embedding_sharding.enumerator import SearchSpaceEnumerator
+from embedding_sharding.estimator import DedupPerfEstimator, SharedShapeEstimates
+from embedding_sharding.search import DEFAULT_BUDGET_S, SearchLog
 
 STATS_LOGGER = "torchrec.distributed.planner.stats"
 DEFAULT_RESERVATION = 0.15  # TorchRec's default share of memory kept for dense params, activations, inputs
@@ -144,6 +145,7 @@ class PlanResult:
     stats_text: str = ""
     seconds: float = 0.0
     tables: Dict[str, BaseEmbeddingConfig] = field(default_factory=dict)
+    search: Optional[SearchLog] = None  # what the proposal search did: budget, stopped early, proposals tried
 
 
 def make_plan(
@@ -156,7 +158,7 @@ def make_plan(
     pg: Optional[dist.ProcessGroup] = None,
     batch_size: Optional[int] = None,
     storage_reservation: Optional[float] = None,
-    time_budget_s: Optional[float] = None,
+    time_budget_s: Optional[float] = DEFAULT_BUDGET_S,
 ) -> PlanResult:
     """Plan `module`'s tables for `topology`: the plan and what it was made from (options, constraints, stats).
     Raises PlanDoesNotFit with a diagnosis.
@@ -171,8 +173,9 @@ def make_plan(
         pg: a process group: plan on rank 0, broadcast to all (same plan everywhere). None: plan locally.
         batch_size: per-rank batch size for the cost estimates (None: TorchRec's 512).
         storage_reservation: share of memory kept for non-table use (None: the constraints file's, else 0.15).
-        time_budget_s: stop TorchRec's proposal search after this long and keep the best plan so far (None: the
-            full search; it grows with tables x ranks: minutes for hundreds of tables on 100+ GPUs).
+        time_budget_s: seconds for the proposal search (`embedding_sharding.search`: each proposer gets a share,
+            the best plan so far is kept; the result's `search` says whether it stopped early). None or 0: the
+            full search, which grows with tables x ranks (minutes for hundreds of tables on 100+ GPUs).
     """
     from embedding_sharding.fit import explain_shortfall  # the diagnosis is only needed on failure
 
@@ -189,16 +192,18 @@ def make_plan(
         reservation = HeuristicalStorageReservation(percentage=reservation_share,
                                                     parameter_multiplier=DENSE_MULTIPLIER,
                                                     dense_tensor_estimate=dense_tensor_bytes(module))
-    enumerator = EmbeddingEnumerator(
-        topology=topology, batch_size=bs, constraints=per_table,
-        estimator=[DedupPerfEstimator(topology, per_table), EmbeddingStorageEstimator(topology, per_table)])
+    estimates = SharedShapeEstimates([DedupPerfEstimator(topology, per_table),
+                                      EmbeddingStorageEstimator(topology, per_table)], per_table)
+    enumerator = SearchSpaceEnumerator(topology=topology, batch_size=bs, constraints=per_table,
+                                       estimator=estimates)  # type: ignore[arg-type]
+    search = SearchLog(budget_s=time_budget_s or None)
     planner = EmbeddingShardingPlanner(
         topology=topology,
         batch_size=bs,
         enumerator=enumerator,
         constraints=per_table,
         storage_reservation=reservation,
-        timeout_seconds=time_budget_s,
+        proposer=search.proposers(),
     )
     start = time.perf_counter()
     try:
@@ -210,12 +215,15 @@ def make_plan(
     except PlannerError as e:
         raise PlanDoesNotFit(explain_shortfall(planner, module, sharders, topology, str(e))) from None
     seconds = time.perf_counter() - start
+    search.done()
+    search.enumerate_s = enumerator.seconds
     reserved = planner._storage_reservation.reserve(  # same inputs as the planner's own call: same capacities
         topology=topology, batch_size=bs, module=module, sharders=sharders, constraints=per_table)
     return PlanResult(
         plan=plan, topology=topology, reserved_topology=reserved,
         options=list(getattr(planner, "_best_plan", None) or []), constraints=per_table, batch_size=bs,
         storage_reservation=reservation_share, stats_text=buf.getvalue(), seconds=seconds, tables=tables,
+        search=search,
     )
 
 

@@ -123,6 +123,7 @@ def build_report(result: PlanResult, title: str = "") -> Dict[str, Any]:
         "topology": {**describe(topo), "storage_reservation": result.storage_reservation,
                      "batch_size_per_rank": b_local, "global_batch_size": b_global},
         "planner_seconds": result.seconds,
+        "search": result.search.to_dict() if result.search is not None else None,
         "tables": tables,
         "ranks": ranks,
         "imbalance": {"total_ms": imbalance("total_ms"), "memory": imbalance(mem_key),
@@ -176,7 +177,8 @@ def _summary_lines(report: Dict[str, Any]) -> List[str]:
         f"slowest rank: {tot['max_rank_total_ms']:.3f} ms/step (estimated fwd+bwd); imbalance (max/mean): "
         f"time {imb['total_ms']:.2f}, memory {imb['memory']:.2f}; "
         f"communication {tot['comm_bytes_per_step'] / 2**20:.1f} MiB/step in total",
-        f"planned in {report['planner_seconds']:.2f} s",
+        f"planned in {report['planner_seconds']:.2f} s"
+        + (f"; search: {report['search']['summary']}" if report.get("search") else ""),
     ]
 
 

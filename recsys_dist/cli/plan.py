@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from embedding_sharding import DEFAULT_SEARCH_BUDGET_S as DEFAULT_BUDGET_S
 from recsys_dist.cli.common import config_from_args
 from recsys_dist.config import ConfigError, JobConfig
 
@@ -57,9 +58,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--preset", help="criteo-tb | criteo-kaggle | criteo-tb+optinter | criteo-kaggle+optinter")
     m.add_argument("--embedding-dim", type=int, help="dim of a preset's tables (default 128)")
     m.add_argument("--cross-cap", type=int, help="rows cap of a preset's OptInter cross tables (default 1M)")
-    m.add_argument("--time-budget", type=float, metavar="SECONDS",
-                   help="stop TorchRec's proposal search after this long, keep the best plan so far (default: the "
-                        "full search, which takes minutes for hundreds of tables on 100+ GPUs)")
+    m.add_argument("--time-budget", type=float, metavar="SECONDS", default=DEFAULT_BUDGET_S,
+                   help=f"seconds for the proposal search; the best plan found is kept and the report says when "
+                        f"the search stopped early (default {DEFAULT_BUDGET_S:g}; 0: TorchRec's full search, which "
+                        f"takes minutes for hundreds of tables on 100+ GPUs)")
     m.add_argument("--constraints", help="per-table constraints YAML (sharding.constraints)")
     o = p.add_argument_group("output")
     o.add_argument("--format", action="append", choices=FORMATS, dest="formats",
@@ -188,6 +190,19 @@ def plan_variant(v: Variant, module, cfg: JobConfig, time_budget: Optional[float
         raise ConfigError(str(e)) from None
 
 
+def _progress_to_stderr() -> None:
+    """The planner's progress lines (enumeration, search every 2 s, how it ended) on stderr."""
+    import logging
+
+    progress = logging.getLogger("embedding_sharding.search")
+    if not progress.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    progress.propagate = False
+
+
 def _beside(out: Path, suffix: str) -> Path:
     return out.with_name(out.stem + suffix)
 
@@ -216,6 +231,9 @@ def run(args: argparse.Namespace) -> int:
     from embedding_sharding.report import build_report, render_compare_text, render_markdown, render_text
     from embedding_sharding.topology import describe
 
+    if args.time_budget < 0:
+        raise ConfigError(f"--time-budget {args.time_budget:g}: expected seconds >= 0 (0: the full search)")
+    _progress_to_stderr()
     module = build_planning_model(cfg, args)
     results, reports = [], []
     for i, v in enumerate(variants):
