@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from recsys_dist.models.arch import ArchInputs, DenseArch
+from recsys_dist.models import cin_kernel
 from recsys_dist.models.deepfm import FirstOrder
 from recsys_dist.models.dnn import NumericMLPField, build_dnn
 
@@ -38,7 +39,9 @@ class CIN(nn.Module):
 
     Args:
         num_fields: m; layers: H_1..H_T; split_half: half of each non-last layer's maps go to the output.
-    `self.weights[k]` is W^{k+1} with shape [H_{k+1}, H_k, m] (H_0 = m).
+    `self.weights[k]` is W^{k+1} with shape [H_{k+1}, H_k, m] (H_0 = m). Each layer is `cin_kernel.cin_layer`:
+    chunked GEMMs that never hold the [B, H_k, m, D] outer products (xDeepFM's cost is its 2 D H_{k+1} H_k m
+    FLOPs per sample and layer, forward).
 
     Example:
         >>> cin = CIN(3, [4, 2])
@@ -66,15 +69,17 @@ class CIN(nn.Module):
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         pooled = []
+        x0 = x0.transpose(1, 2).contiguous()  # [B, D, m]: the maps are kept as [B, D, H] (cin_kernel's layout)
         xk = x0
         last = len(self.weights) - 1
         for k, w in enumerate(self.weights):
-            xk = torch.einsum("bid,bjd,hij->bhd", xk, x0, w)  # eq. 6
+            xk = cin_kernel.cin_layer(xk, x0, w)  # eq. 6 (module attribute: fx.wrap patches it there), [B, D, H_k]
             if self.split_half and k < last:
-                out, xk = xk[:, : xk.shape[1] // 2], xk[:, xk.shape[1] // 2:]
+                half = xk.shape[2] // 2
+                out, xk = xk[:, :, :half], xk[:, :, half:].contiguous()
             else:
                 out = xk
-            pooled.append(out.sum(dim=2))  # eq. 7
+            pooled.append(out.sum(dim=1))  # eq. 7
         return torch.cat(pooled, dim=1)
 
 
