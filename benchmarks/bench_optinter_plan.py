@@ -4,7 +4,8 @@ that keeps 117 of them (Table VI's Criteo count), planned by embedding_sharding 
 No data is needed: the model is built on the meta device from Criteo Kaggle's raw cardinalities
 (criteo_schema.KAGGLE_ROWS) and cross tables of min(rows_i * rows_j, cross_table_rows) rows, i.e. the size
 before the min-count filter (an upper bound: the filter only shrinks them). Prints, per case, the sharding types
-and compute kernels the planner chose, table counts, bytes per rank and planning time.
+and compute kernels the planner chose, table counts, bytes per rank, planning time (wall and CPU: the box may be
+shared) with the default search budget, and whether the search stopped early.
 
     .venv/bin/python benchmarks/bench_optinter_plan.py [--world 8] [--gpu A100-80] [--dim 20]
 """
@@ -12,6 +13,7 @@ and compute kernels the planner chose, table counts, bytes per rank and planning
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import time
 from collections import Counter
@@ -49,17 +51,20 @@ def main() -> None:
     kept = sorted(random.Random(0).sample(all_pairs, a.kept), key=all_pairs.index)
     topo = make_topology(a.world, a.world, "cuda", gpu=a.gpu)
     print(f"topology: {a.world} x {a.gpu}, dim {a.dim}, cross tables capped at {a.cross_rows} rows")
-    print("| case | tables | rows | GiB (fp32) | sharding types | kernels | max GiB / rank | plan s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| case | tables | rows | GiB (fp32) | sharding types | kernels | max GiB / rank | plan s wall / CPU "
+          "| search | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for case, pairs in (("base only (26)", []), ("OptInter-M (26 + 325)", all_pairs),
                         (f"retrain (26 + {a.kept})", kept)):
         tables = tables_for(pairs, a.dim, a.cross_rows)
         model = CTRTrainModel(build_model(tables, 13, "optinter", {
             "methods": "memorize" if pairs else "naive", "mlp": [700] * 5}))
         sharder = CTREmbeddingBagCollectionSharder()
-        t0 = time.perf_counter()
+        load = os.getloadavg()[0]
+        t0, c0 = time.perf_counter(), time.process_time()
         res = make_plan(model, topo, [sharder], batch_size=2000 // a.world)
-        secs = time.perf_counter() - t0
+        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+        search = "stopped early" if res.search.stopped_early else "complete"
         [plan] = res.plan.plan.values()
         types = Counter(p.sharding_type for p in plan.values())
         kernels = Counter(p.compute_kernel for p in plan.values())
@@ -69,7 +74,7 @@ def main() -> None:
                 per_rank[s.rank] += s.storage.hbm + s.storage.ddr
         rows = sum(t.num_embeddings for t in tables)
         print(f"| {case} | {len(tables)} | {rows / 1e6:.0f}M | {rows * a.dim * 4 / 2**30:.1f} | "
-              f"{dict(types)} | {dict(kernels)} | {max(per_rank.values()) / 2**30:.1f} | {secs:.1f} |")
+              f"{dict(types)} | {dict(kernels)} | {max(per_rank.values()) / 2**30:.1f} | {secs:.1f} / {cpu:.1f} | {search} | {load:.1f} |")
 
 
 if __name__ == "__main__":

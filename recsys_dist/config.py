@@ -78,7 +78,7 @@ class TrainConfig:
     log_every_steps: int = 50
     pipeline: str = "sparse_dist"  # sparse_dist (TrainPipelineSparseDist) | base (TrainPipelineBase)
     seed: int = 0
-    threads: Optional[int] = None  # torch intra-op threads per rank (None: cores / local ranks)
+    threads: Optional[int] = None  # torch intra-op threads per rank (None: cores / local ranks, <= idle cores)
     device: str = "auto"  # auto | cpu | cuda
     checkpoint: bool = True  # write a checkpoint at the end
     checkpoint_every_steps: int = 0  # also every N steps to <out_dir>/checkpoints/step_N (0: only at the end)

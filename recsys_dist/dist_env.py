@@ -105,8 +105,15 @@ def init_distributed(device_pref: str = "auto", timeout_s: int = 1800) -> DistEn
 
 
 def set_threads(requested: int | None, local_world_size: int) -> int:
-    """Intra-op threads per rank: requested, or the cores shared evenly by this node's ranks."""
-    n = requested or max(1, (os.cpu_count() or 1) // max(1, local_world_size))
+    """Intra-op threads per rank: requested, or the cores shared by this node's ranks but no more than were idle
+    at start-up (recsys_dist.threads: OpenMP threads beside a busy process collapse)."""
+    if requested:
+        n = requested
+    else:
+        from recsys_dist.threads import default_threads
+
+        n, why = default_threads(local_world_size)
+        log.info("threads per rank: %d (%s)", n, why)
     torch.set_num_threads(n)
     return n
 
