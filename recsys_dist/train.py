@@ -171,7 +171,7 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
         mlog.write(event="resume", step=step, epoch=epoch0, step_in_epoch=in_epoch0, checkpoint=str(resume),
                    world_size=env.world_size)
     else:
-        mlog.write(event="start", world_size=env.world_size, device=str(env.device), steps=total,
+        mlog.write(event="start", world_size=env.world_size, device=str(env.device), steps=total, threads=threads,
                    config=to_dict(cfg))
 
     def position(epoch: int, in_epoch: int) -> Dict[str, Any]:
