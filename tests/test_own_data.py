@@ -4,6 +4,7 @@ and the generated example trained on 2 gloo ranks == 1 process, with per-row pre
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -198,6 +199,21 @@ def test_data_errors_counted_and_reported_or_strict(tmp_path, row, message, kind
     assert re.search(message, capsys.readouterr().err)
     with pytest.raises(PrepareError, match=message):
         prep(tmp_path, data, s, "strict", strict=True)
+
+
+def test_non_utf8_byte_is_a_bad_row_not_a_crash(tmp_path, capsys):
+    """A byte that is not UTF-8 in one CSV line: that line is a bad row named by file, line and column (it stopped
+    prepare with Arrow's 'invalid UTF8 data' before); the other rows are kept; --strict stops at it."""
+    data = write_csv(tmp_path / "clicks.csv", ROWS + [("2024-01-11T00:00:00", "bXob", "a", "4", "4")])
+    data.write_bytes(data.read_bytes().replace(b"bXob", b"b\xffob"))
+    md = prep(tmp_path, data, schema_file(tmp_path))
+    assert md.bad_rows["by_reason"] == {"invalid_utf8": 1} and sum(x.rows for x in md.splits.values()) == 10
+    message = "clicks.csv:12: user: invalid UTF-8 at byte 22 of the line (0xff)"
+    assert message in capsys.readouterr().err
+    record = json.loads((tmp_path / "out" / "bad_rows.jsonl").read_text())
+    assert record["field"] == "user" and record["excerpt"].startswith("2024-01-11T00:00:00,b\\xffob,a")
+    with pytest.raises(PrepareError, match=re.escape(message)):
+        prep(tmp_path, data, schema_file(tmp_path), "strict", strict=True)
 
 
 def test_parquet_column_of_wrong_type_is_a_schema_error(tmp_path):

@@ -156,20 +156,23 @@ def test_strict_fails_at_first_bad_row(tmp_path):
 
 
 def test_truncated_gz_keeps_complete_lines_and_reports(tmp_path):
+    """A cut .gz keeps every complete line before the cut and is reported as file damage (file, last line), apart
+    from the bad-row count. Would catch: the unfinished line counted as a bad row, rows lost before the cut."""
     lines = [row(i % 2, cats=[f"{i:08x}"] + ["00000001"] * 25) for i in range(3000)]
     data = ("\n".join(lines) + "\n").encode()
     blob = gzip.compress(data)
     f = tmp_path / "train.txt.gz"
     f.write_bytes(blob[: len(blob) * 2 // 3])
     md = prep(tmp_path, [f])
-    kinds = md.bad_rows["by_reason"]
-    assert kinds.get("truncated_gz") == 1
+    assert md.bad_rows["count"] == 0 and md.bad_rows["by_reason"] == {}
+    (damage,) = md.bad_rows["damaged_files"]
     rows = md.splits["train"].rows
     assert 0 < rows < 3000
+    assert damage["file"] == str(f) and damage["kind"] == "truncated_gz" and damage["last_line"] == rows
     got = read_split(tmp_path / "out", "train")
     assert got["C1"].tolist() == [i % 40000000 for i in range(rows)]  # every row before the cut, in order
-    assert md.source["lines"] == rows + kinds.get("column_count", 0)
-    with pytest.raises(PrepareError, match=r"train\.txt\.gz:\d+: "):
+    assert md.source["lines"] == rows
+    with pytest.raises(PrepareError, match=rf"train\.txt\.gz: truncated gzip stream .*after line {rows}\b"):
         prep(tmp_path, [f], strict=True)
 
 

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import recsys_dist.data.criteo_prepare as cp
-from recsys_dist.data.bad_rows import BadRows, PrepareError
-from recsys_dist.data.raw_files import LineTooLong, line_blocks
+from recsys_dist.data.bad_rows import BadRows
+from recsys_dist.data.raw_files import LongLine, line_blocks
 from test_prepare import prep, read_split, row, write
 
 
@@ -53,13 +53,17 @@ def test_line_blocks_reads_only_when_asked():
     assert s.taken == 120 and bytes(second) == data[60:120]
 
 
-def test_line_longer_than_a_block_is_an_error_naming_file_and_line(tmp_path, monkeypatch):
-    with pytest.raises(LineTooLong, match="longer than 8 bytes"):
-        list(line_blocks(io.BytesIO(b"ab\n" + b"y" * 40 + b"\n"), 8))
-    f = write(tmp_path / "train.txt", [row(1), row(0), "1\t" + "9" * 5000])
+def test_line_longer_than_a_block_is_a_bad_row_and_reading_goes_on(tmp_path, monkeypatch):
+    """A line longer than the read block is one bad row (its length and first bytes); the lines after it are read.
+    Would catch: the whole prepare stopping at such a line, or the rest of the line read as further lines."""
+    pieces = list(line_blocks(io.BytesIO(b"ab\n" + b"y" * 40 + b"\ncd\n"), 8))
+    assert bytes(pieces[0]) == b"ab\n" and isinstance(pieces[1], LongLine) and pieces[1].size == 41
+    assert b"".join(bytes(p) for p in pieces[2:]) == b"cd\n"
+    f = write(tmp_path / "train.txt", [row(1), row(0), "1\t" + "9" * 5000, row(1)])
     monkeypatch.setattr(cp, "BLOCK_BYTES", 1024)
-    with pytest.raises(PrepareError, match=r"train\.txt:3: a line longer than 1024 bytes"):
-        prep(tmp_path, [f])
+    md = prep(tmp_path, [f])
+    assert md.splits["train"].rows == 3 and md.bad_rows["by_reason"] == {"line_too_long": 1}
+    assert md.bad_rows["samples"][0]["line"] == 3 and "5003 bytes" in md.bad_rows["samples"][0]["reason"]
 
 
 def test_reader_holds_one_block_not_a_read_ahead(tmp_path, monkeypatch):
@@ -71,7 +75,8 @@ def test_reader_holds_one_block_not_a_read_ahead(tmp_path, monkeypatch):
     monkeypatch.setattr(cp, "BLOCK_BYTES", block)
     s = CountingStream(data)
     consumed = 0
-    for batch in cp._reader("mem", s, [], BadRows(strict=False)):
+    for rows in cp._reader("mem", s, BadRows(strict=False)):
+        batch = rows.batch
         time.sleep(0.005)  # a slow consumer: a background reader would use this time to read ahead
         consumed += batch.num_rows * (len(lines[0]) + 1)
         assert s.taken - consumed < 2 * block, (s.taken, consumed)
@@ -175,11 +180,11 @@ def test_every_bad_row_of_a_block_keeps_its_kind_beyond_the_samples():
     rows, reasons = _first_bad([("label", bad_label, "label", labels),
                                 ("dense_not_integer", bad_dense, "I1", labels)], n)
     assert rows.tolist() == np.flatnonzero(bad_label | bad_dense).tolist()
-    kinds = [k for k, _ in reasons]
+    kinds = [k for k, _, _ in reasons]
     assert kinds.count("label") == int(bad_label.sum()) > MAX_SAMPLES + 1
     assert kinds.count("dense_not_integer") == int((bad_dense & ~bad_label).sum())
-    assert reasons[0] == ("dense_not_integer", "I1='0': expected an integer or empty")
-    assert reasons[-1][1].startswith("label") and "must be 0 or 1" in reasons[-1][1]
+    assert reasons[0] == ("dense_not_integer", "I1", "I1='0': expected an integer (-?[0-9]+, int64) or empty")
+    assert reasons[-1][2].startswith("label='2'") and "must be 0 or 1" in reasons[-1][2]
 
 
 def test_samples_are_the_first_bad_rows_by_line_whatever_the_block_size(tmp_path, monkeypatch):

@@ -66,7 +66,7 @@ def test_csv_reader_holds_one_block_not_a_read_ahead(tmp_path, monkeypatch):
     monkeypatch.setattr(tp, "open_raw", counting_open)
     schema = load_schema(write_schema(tmp_path, timestamp=False))
     consumed = len(HEADER) + 1
-    for table, line_numbers in tp._blocks(str(path), schema, BadRows(strict=False)):
+    for table, line_numbers, _ in tp._blocks(str(path), schema, BadRows(strict=False)):
         time.sleep(0.005)  # a slow consumer: a background reader would use this time to read ahead
         consumed += table.num_rows * (len(lines[0]) + 1)
         assert streams[-1].taken - consumed < 2 * block, (streams[-1].taken, consumed)
@@ -167,20 +167,25 @@ def test_many_bad_rows_in_one_block_keep_their_kind(tmp_path):
     assert all(s["reason"] == "clicked='7': expected label must be 0 or 1" for s in md.bad_rows["samples"])
 
 
-def test_errors_name_the_line_over_the_whole_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(tp, "BLOCK_BYTES", 500)  # the bad lines are in a later block than the first
+def test_long_and_non_utf8_lines_are_bad_rows_named_by_their_line_over_the_whole_file(tmp_path, monkeypatch):
+    """A line longer than a block and a line with a non-UTF-8 byte, in a later block than the first: each is one
+    bad row at its physical line (the header is line 1) and the rest of the file is kept. Would catch: prepare
+    stopping with Arrow's 'invalid UTF8' error, or a line number counted from the block instead of the file."""
+    monkeypatch.setattr(tp, "BLOCK_BYTES", 500)
     schema = write_schema(tmp_path, timestamp=False)
     lines = [HEADER] + [good_row(i) for i in range(100)]
     long = tmp_path / "long.csv"
     long.write_text("\n".join(lines[:60] + [good_row(0) + "x" * 900] + lines[60:]) + "\n")
-    with pytest.raises(PrepareError, match=r"long\.csv:61: a line longer than 500 bytes .*not a line of CSV text"):
-        prep(tmp_path, long, schema, "a")
-    utf = tmp_path / "utf.csv"  # Arrow's own row number, counted over the file (header = row 1), not the block
+    md = prep(tmp_path, long, schema, "a")
+    assert md.bad_rows["by_reason"] == {"line_too_long": 1} and md.bad_rows["samples"][0]["line"] == 61
+    assert sum(s.rows for s in md.splits.values()) == 100
+    utf = tmp_path / "utf.csv"
     utf.write_bytes(("\n".join(lines) + "\n").encode().replace(b"u010,", b"u\xff10,", 1))
     line = 1 + next(i for i in range(100) if good_row(i).split(",")[1] == "u010") + 1
     assert line > 500 // len(good_row(0))
-    with pytest.raises(PrepareError, match=rf"utf\.csv: cannot read as CSV: .*Row #{line}: .*invalid UTF8"):
-        prep(tmp_path, utf, schema, "b")
+    md = prep(tmp_path, utf, schema, "b")
+    assert md.bad_rows["by_reason"] == {"invalid_utf8": 1} and md.bad_rows["samples"][0]["line"] == line
+    assert md.bad_rows["samples"][0]["field"] == "user" and sum(s.rows for s in md.splits.values()) == 99
     only_header = tmp_path / "header.csv"
     only_header.write_text(HEADER)  # no row, no newline: no valid rows (not a parse error)
     with pytest.raises(PrepareError, match=r"no valid rows .*\(0 bad\)"):

@@ -3,9 +3,10 @@ schema file (--schema, see docs/own_data.md), into Parquet shards + metadata.jso
 
 Categorical fields: hash (id = int(hex, 16) mod prepare.hash_cap, empty -> 0) or vocab (0 empty, 1 OOV, 2.. values
 seen >= prepare.min_count times in the train split). Dense fields: log (ln(1 + max(x, 0))) or bucketize
-(floor(ln(x)^2) for x > 2, as sparse features). Split: day (last day halves into val / test), ratio (seeded), auto, criteo_kaggle, criteo_terabyte.
-Bad rows are counted, skipped and reported (file:line: reason) in metadata.json and on stderr; --strict stops at the
-first one instead.
+(floor(ln(x)^2) for x > 2, as sparse features). Split: day (last day halves into val / test), ratio (seeded), auto,
+criteo_kaggle, criteo_terabyte. Bad rows are counted, skipped and recorded (file:line: reason): every one in
+OUT/bad_rows.jsonl, the counts and first ones in metadata.json and on stderr; --strict stops at the first one
+instead. A truncated or corrupt .gz keeps the rows before the damage and is reported apart.
 
 examples:
   recsys-dist prepare --input data/raw --out data/prepared
@@ -63,7 +64,10 @@ def run(args: argparse.Namespace) -> int:
         ctr = s.positives / s.rows if s.rows else 0.0
         print(f"  {name:<6} {s.rows:>11} rows in {len(s.files)} file(s)  ctr {ctr:.4f}")
     bad = md.bad_rows
-    print(f"  bad rows skipped: {bad.get('count', 0)}" + (f" {bad['by_reason']}" if bad.get("count") else ""))
+    print(f"  bad rows skipped: {bad.get('count', 0)}" + (f" {bad['by_reason']} (all in {cfg.out_dir}/"
+                                                          f"{bad.get('file')})" if bad.get("count") else ""))
+    for d in bad.get("damaged_files", []):
+        print(f"  damaged file: {d['file']}: {d['detail']} after line {d['last_line']}")
     tables = ", ".join(f"{f.name}:{f.num_embeddings}" for f in md.sparse_features)
     print(f"  tables ({md.sparse_features[0].encoding if md.sparse_features else '-'}): {tables}")
     print(f"  dense: {', '.join(md.dense_features) or '-'} ({md.dense_transform})")

@@ -4,10 +4,11 @@
     out_dir/{train,val,test}/part-NNNNN.parquet   label int8, I1..I13 float32 (log) | int64 ids (bucketize),
                                                   C1..C26 int64 ids in [0, num_embeddings)
 
-Streaming: each input file is read in blocks of whole lines (raw_files.line_blocks, no read-ahead: memory is a
-block's worth whatever the file size), each block parsed by pyarrow's CSV parser and encoded with vectorized
-numpy (criteo_encode); each split is written in row groups of ROW_GROUP_ROWS rows. Files are processed by
-`workers` processes in parallel. The id layouts are in recsys_dist.data.criteo_encode.
+Streaming: each input file is read in blocks of whole lines (raw_files.LineReader: no read-ahead, memory is a
+block's worth whatever the file size), each line judged from its own bytes (UTF-8, NUL, CR, empty, field count),
+the good ones parsed by pyarrow's CSV parser and encoded with vectorized numpy (criteo_encode, which checks every
+value on its own); each split is written in row groups of ROW_GROUP_ROWS rows. Files are processed by `workers`
+processes in parallel. The id layouts are in recsys_dist.data.criteo_encode.
 
 Splits: `day` (Terabyte): every day file but the last is train; the last day's first half of lines (by line
 number, ceil(L / 2)) is val, the rest test. `ratio`: each row goes to val / test / train with probabilities
@@ -17,11 +18,13 @@ the same split. `auto`: day when there are >= 2 day files, else ratio. The paper
 first half val, the rest test; `criteo_terabyte`: exactly day_0 .. day_23, days 0-22 train, day 23 halves into
 val / test (the `day` split, with the files checked). Vocabularies and dense statistics come from train rows only.
 
-Bad rows (wrong column count, empty line, label not 0/1, a non-integer dense field, a categorical field that is
-not 8 hex digits, a truncated or corrupt gzip stream): by default each is counted, skipped and reported
-(file, line, reason; the first samples) in metadata.bad_rows and on stderr; with `strict` the first one raises
-PrepareError("file:line: reason"). Empty fields are legal. A truncated gzip keeps every complete line before the
-cut and reports the cut as one bad row at the line where the stream ends.
+Bad rows (docs/data.md, "Bad rows": the exact grammar): invalid UTF-8, a NUL byte, a CR inside a line, an empty
+line, a line longer than a block, a wrong column count, a label not 0/1, a dense field not `-?[0-9]+` within int64,
+a categorical field not 8 hex digits. By default each is counted, skipped and recorded (every one in
+bad_rows.jsonl: file, line, field, kind, reason, raw excerpt; the counts and first samples in metadata.bad_rows
+and on stderr); with `strict` the first one raises PrepareError("file:line: reason"). Empty fields are legal. A
+truncated or corrupt gzip stream (or a read error) is file damage, not a bad row: every line decoded before it is
+kept, and it is listed in metadata.bad_rows.damaged_files with the last complete line.
 """
 
 from __future__ import annotations
@@ -44,13 +47,13 @@ import pyarrow.csv as pacsv
 
 from recsys_dist.config import PrepareConfig
 from recsys_dist.data import criteo_encode as enc
-from recsys_dist.data.bad_rows import MAX_SAMPLES, BadRows, PrepareError
+from recsys_dist.data.bad_rows import BAD_ROWS_FILE, BadRows, PrepareError
 from recsys_dist.data.criteo_schema import CATEGORICAL_NAMES, COLUMNS, DENSE_NAMES, NUM_COLUMNS
-from recsys_dist.data.metadata import SPLITS, Metadata, SparseFeature, SplitInfo
+from recsys_dist.data.metadata import METADATA_FILE, SPLITS, Metadata, SparseFeature, SplitInfo
 from recsys_dist.data.parquet_parts import PartWriter
-from recsys_dist.data.raw_files import LineTooLong, count_lines, csv_batches, expand_inputs
+from recsys_dist.data import raw_files
+from recsys_dist.data.raw_files import count_lines, expand_inputs
 from recsys_dist.data.raw_files import open_raw as _open
-from recsys_dist.data.raw_files import physical_lines as _lines
 
 BLOCK_BYTES = 8 << 20  # raw read block (~32k Criteo rows): the unit of parsing and encoding
 ROW_GROUP_ROWS = 32768  # output row group (~a block of rows), whatever a split's share of a block
@@ -119,47 +122,36 @@ class _DenseStats:
     empty: List[int] = field(default_factory=lambda: [0] * len(DENSE_NAMES))
 
 
-def _reader(path: str, stream: Any, invalid: List[int], bad: BadRows) -> Iterator[pa.RecordBatch]:
-    """Parsed batches of one block each (raw_files.line_blocks: no read-ahead, so memory does not grow with the
-    file); skipped rows' line numbers go to `invalid` (1-based over the whole file) and to `bad`."""
-    def on_invalid(line: int, row: Any) -> None:
-        invalid.append(line)
-        text = row.text if len(row.text) <= 120 else row.text[:120] + "..."
-        bad.add(path, line, "column_count",
-                f"{row.actual_columns} tab-separated fields, expected {NUM_COLUMNS}: {text!r}")
+def _reader(path: str, stream: Any, bad: BadRows) -> raw_files.LineReader:
+    """Rows of one file, block by block (no read-ahead: memory does not grow with the file). Each line is judged
+    from its own bytes (raw_files.LineReader: UTF-8, NUL, CR, empty, field count); those lines go to `bad`."""
+    def on_bad(b: raw_files.BadLine) -> None:
+        field = COLUMNS[b.field] if b.field is not None and b.field < NUM_COLUMNS else ""
+        bad.add(path, b.line, b.kind, f"{field}: {b.reason}" if field else b.reason, field, b.raw, b.size)
 
     parse = pacsv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False, escape_char=False)
     convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in COLUMNS}, strings_can_be_null=True,
                                    null_values=[""], quoted_strings_can_be_null=False)
-    rows = 0
-    try:
-        for batch in csv_batches(stream, BLOCK_BYTES, list(COLUMNS), parse, convert, on_invalid):
-            rows += batch.num_rows
-            yield batch
-    except LineTooLong as e:
-        raise PrepareError(f"{path}:{rows + len(invalid) + 1}: {e}: not a Criteo TSV line") from None
+    return raw_files.LineReader(stream, BLOCK_BYTES, list(COLUMNS), parse, convert, on_bad,
+                                lambda actual, expected: f"{actual} tab-separated fields, expected {expected}")
 
 
-def _first_bad(bad: List[Tuple[str, np.ndarray, str, Any]], n: int) -> Tuple[np.ndarray, List[Tuple[str, str]]]:
-    """Rows with any bad field, and (kind, reason) of each such row's first bad field. Every row gets its kind;
-    the reason shows the value for the first MAX_SAMPLES + 1 rows of each check (enough for the samples and the
-    strict-mode message), the expectation alone after that."""
+def _first_bad(bad: List[Tuple[str, np.ndarray, str, Any]], n: int) -> Tuple[np.ndarray, List[Tuple[str, str, str]]]:
+    """Rows with any bad field, and (kind, field, reason) of each such row's first bad field (checks in order)."""
     first = np.full(n, -1, dtype=np.int64)
     for k, (_, mask, _, _) in enumerate(bad):
         first[(first < 0) & mask] = k
     rows = np.flatnonzero(first >= 0)
-    shown = [0] * len(bad)
     reasons = []
     for j in rows.tolist():
-        k = int(first[j])
-        kind, _, name, col = bad[k]
-        shown[k] += 1
-        value = f"={col[j].as_py()!r}" if shown[k] <= MAX_SAMPLES + 1 else ""
-        reasons.append((kind, f"{name}{value}: {_EXPECT[kind]}"))
+        kind, _, name, col = bad[int(first[j])]
+        value = col[j].as_py()
+        shown = repr(value if value is None or len(value) <= 40 else value[:40] + "...")
+        reasons.append((kind, name, f"{name}={shown}: {_EXPECT[kind]}"))
     return rows, reasons
 
 
-_EXPECT = {"label": "label must be 0 or 1", "dense_not_integer": "expected an integer or empty",
+_EXPECT = {"label": "label must be 0 or 1", "dense_not_integer": "expected an integer (-?[0-9]+, int64) or empty",
            "categorical_not_hex": "expected 8 hex digits or empty"}
 
 
@@ -175,56 +167,68 @@ def _table(schema: pa.Schema, cols: Dict[str, np.ndarray]) -> pa.Table:
 
 
 def _process(task: _Task) -> Dict[str, Any]:
-    """Reads one raw file; in write mode writes its Parquet parts (temporary names), in count mode counts values."""
-    bad = BadRows(task.strict)
-    invalid: List[int] = []
+    """Reads one raw file; in write mode writes its Parquet parts and bad-row records (temporary names), in count
+    mode counts values."""
+    log = Path(task.out_dir) / _bad_log_name(task.index) if task.mode == "write" else None
+    bad = BadRows(task.strict, log)
     counters = [enc.VocabCounter() for _ in CATEGORICAL_NAMES] if task.mode == "count" else None
     stats = _DenseStats()
     writers: Dict[str, PartWriter] = {}
     rng = np.random.default_rng([task.split[3], task.index]) if task.split[0] == "ratio" else None
-    seen = 0  # rows delivered by the reader so far (valid column count)
     stream = _open(task.path)
+    reader = _reader(task.path, stream, bad)
+    read_error = ""
     try:
-        for batch in _reader(task.path, stream, invalid, bad):
-            n = batch.num_rows
-            inv = np.asarray(invalid, dtype=np.int64)
-            lines = _lines(np.arange(seen, seen + n), inv)
-            seen += n
-            split = _assign(task, rng, n, lines)
-            keep, cols = _encode_batch(task, batch, lines, bad)
-            bad.raise_strict(int(lines[-1]) if n else seen + len(invalid))
-            for name in SPLITS:
-                sel = keep & (split == SPLITS.index(name))
-                if not sel.any():
-                    continue
-                sub = {k: v[sel] for k, v in cols.items()}
-                if name == "train":
-                    _update_stats(stats, task, sub)
-                if counters is not None:
+        try:
+            for rows in reader:
+                batch, lines = rows.batch, rows.lines
+                n = batch.num_rows
+                split = _assign(task, rng, n, lines)
+                keep, cols = _encode_batch(task, rows, bad)
+                bad.flush()
+                bad.raise_strict(int(lines[-1]))
+                for name in SPLITS:
+                    sel = keep & (split == SPLITS.index(name))
+                    if not sel.any():
+                        continue
+                    sub = {k: v[sel] for k, v in cols.items()}
                     if name == "train":
-                        for f, c in enumerate(counters):
-                            c.add(sub["_raw"][f][~sub["_empty"][f]])
-                    continue
-                if name not in writers:
-                    writers[name] = _part_writer(task, name)
-                writers[name].add(_table(writers[name].schema, sub))
-    except OSError as e:  # an I/O error while reading: report it at the line reached, never crash mid-way
-        bad.add(task.path, seen + len(invalid) + 1, "read_error", f"read error: {e}")
-    finally:
-        problem = getattr(getattr(stream, "raw", None), "problem", None)
-        stream.close()
-    for w in writers.values():  # (on an exception the open ParquetWriters close when collected)
-        w.close()
-    if problem is not None:
-        bad.add(task.path, seen + len(invalid) + 1, problem, stream.raw.detail)
-    bad.raise_strict()
+                        _update_stats(stats, task, sub)
+                    if counters is not None:
+                        if name == "train":
+                            for f, c in enumerate(counters):
+                                c.add(sub["_raw"][f][~sub["_empty"][f]])
+                        continue
+                    if name not in writers:
+                        writers[name] = _part_writer(task, name)
+                    writers[name].add(_table(writers[name].schema, sub))
+        except OSError as e:  # an I/O error while reading: the file is damaged from here on; never crash mid-way
+            read_error = f"read error ({e})"
+        finally:
+            stream.close()
+            for w in writers.values():
+                w.close()
+        bad.close()
+        bad.raise_strict()
+        if read_error:
+            bad.damaged(task.path, "read_error", reader.lines, read_error)
+        elif reader.damage is not None:
+            kind, detail, dropped = reader.damage
+            bad.damaged(task.path, kind, reader.lines, detail, dropped)
+    except BaseException:
+        bad.close()
+        raise
     parts = [{"split": name, "path": str(p.path), "rows": p.rows, "positives": p.positives}
              for name, w in writers.items() for p in w.parts]
-    out: Dict[str, Any] = {"index": task.index, "parts": parts, "bad": bad.as_dict(), "lines": seen + len(invalid),
-                           "stats": asdict(stats)}
+    out: Dict[str, Any] = {"index": task.index, "parts": parts, "bad": bad.as_dict(), "lines": reader.lines,
+                           "stats": asdict(stats), "log": str(log) if log else None}
     if counters is not None:
         out["counts"] = [c.result() for c in counters]
     return out
+
+
+def _bad_log_name(index: int) -> str:
+    return f".tmp-bad-rows-{index:05d}.jsonl"
 
 
 def _assign(task: _Task, rng: Optional[np.random.Generator], n: int, lines: np.ndarray) -> np.ndarray:
@@ -240,8 +244,8 @@ def _assign(task: _Task, rng: Optional[np.random.Generator], n: int, lines: np.n
     return np.where(u < val, 1, np.where(u < val + test, 2, 0)).astype(np.int8)
 
 
-def _encode_batch(task: _Task, batch: pa.RecordBatch, lines: np.ndarray,
-                  bad: BadRows) -> Tuple[np.ndarray, Dict[str, Any]]:
+def _encode_batch(task: _Task, rows: raw_files.Rows, bad: BadRows) -> Tuple[np.ndarray, Dict[str, Any]]:
+    batch, lines = rows.batch, rows.lines
     n = batch.num_rows
     checks: List[Tuple[str, np.ndarray, str, Any]] = []
     lab = batch.column(0)
@@ -261,16 +265,11 @@ def _encode_batch(task: _Task, batch: pa.RecordBatch, lines: np.ndarray,
         raw.append(v)
         empty.append(e)
         checks.append(("categorical_not_hex", b, name, col))
-    rows, reasons = _first_bad(checks, n)
-    if rows.size:
-        all_empty = np.logical_and.reduce([batch.column(i).is_null().to_numpy(zero_copy_only=False)
-                                           for i in range(NUM_COLUMNS)])
-        for j, (kind, why) in zip(rows.tolist(), reasons):
-            if all_empty[j]:
-                kind, why = "empty_line", "empty line"
-            bad.add(task.path, int(lines[j]), kind, why)
+    bad_rows, reasons = _first_bad(checks, n)
+    for j, (kind, name, why) in zip(bad_rows.tolist(), reasons):
+        bad.add(task.path, int(lines[j]), kind, why, name, *rows.raw(j))
     keep = np.ones(n, dtype=bool)
-    keep[rows] = False
+    keep[bad_rows] = False
     cols: Dict[str, Any] = {"label": label.astype(np.int8)}
     if task.dense == "log":
         for name, (v, e) in zip(DENSE_NAMES, dense):
@@ -392,7 +391,18 @@ def _run(tasks: List[_Task], workers: int, desc: str, progress: bool) -> List[Di
 
 
 def prepare_criteo(cfg: PrepareConfig, progress: bool = True) -> Metadata:
-    """Raw Criteo files -> `cfg.out_dir` (Parquet shards + metadata.json); returns the metadata."""
+    """Raw Criteo files -> `cfg.out_dir` (Parquet shards + metadata.json + bad_rows.jsonl); returns the metadata.
+    A failed prepare leaves no temporary files (and no metadata.json of an older run) in the output folder."""
+    try:
+        return _prepare_criteo(cfg, progress)
+    except BaseException:
+        out = Path(cfg.out_dir)
+        for tmp in list(out.glob(".tmp-*")) + [f for s in SPLITS for f in (out / s).glob(".tmp-*")]:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def _prepare_criteo(cfg: PrepareConfig, progress: bool) -> Metadata:
     _check(cfg)
     files = discover_inputs(list(cfg.input))
     n_days = sum(f.day is not None for f in files)
@@ -406,6 +416,8 @@ def prepare_criteo(cfg: PrepareConfig, progress: bool = True) -> Metadata:
         (out / s).mkdir(parents=True, exist_ok=True)
         for old in list((out / s).glob("part-*.parquet")) + list((out / s).glob(".tmp-*.parquet")):
             old.unlink()
+    for old in [out / METADATA_FILE, out / BAD_ROWS_FILE] + list(out.glob(".tmp-*")):  # no stale dataset
+        old.unlink(missing_ok=True)
 
     specs: List[Tuple[Any, ...]] = []
     split_detail: Dict[str, Any] = {"mode": split}
@@ -439,6 +451,12 @@ def prepare_criteo(cfg: PrepareConfig, progress: bool = True) -> Metadata:
     results = _run([task(i, "write", vocabs) for i in range(len(files))], workers, "prepare", progress)
 
     bad = BadRows(strict=False)
+    with open(out / f".tmp-{BAD_ROWS_FILE}", "wb") as log:  # every file's bad rows, in input order
+        for r in results:
+            if r["log"] and Path(r["log"]).exists():
+                with open(r["log"], "rb") as part:
+                    shutil.copyfileobj(part, log)
+                Path(r["log"]).unlink()
     stats = _DenseStats()
     splits: Dict[str, SplitInfo] = {s: SplitInfo(files=[], rows=0, rows_per_file=[]) for s in SPLITS}
     for r in results:  # in input order: part numbers follow the input files
@@ -488,7 +506,8 @@ def prepare_criteo(cfg: PrepareConfig, progress: bool = True) -> Metadata:
         dense_stats=dense_stats,
         bad_rows=bad.as_dict(),
     )
-    md.check(str(out / "metadata.json"))
+    md.check(str(out / METADATA_FILE))
+    (out / f".tmp-{BAD_ROWS_FILE}").replace(out / BAD_ROWS_FILE)
     md.save(out)
     bad.report()
     return md

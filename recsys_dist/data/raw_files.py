@@ -1,26 +1,33 @@
-"""Raw input files of `prepare`: gzip-tolerant byte streams, blocks of whole lines parsed as CSV without read-ahead,
-line counting, physical line numbers of parsed rows, the input list expanded to files.
+"""Raw input files of `prepare`: gzip-tolerant byte streams, blocks of whole lines read without read-ahead, each
+line judged from its own bytes and the good ones parsed as CSV (LineReader), line counting, the input list expanded
+to files.
 
 Shared by the Criteo ingest (criteo_prepare) and the schema-driven one (tabular_prepare).
 """
 
 from __future__ import annotations
 
+import csv
 import io
-import re
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from recsys_dist.data.bad_rows import PrepareError
+from recsys_dist.data.line_checks import CR, DEFECT_KINDS, NUL, UTF8, LineIndex, line_defects
 
 
 class GzipReader(io.RawIOBase):
-    """A gzip stream (multi-member too) that stops cleanly at a truncated end and remembers why."""
+    """A gzip stream (multi-member too) that stops cleanly at a truncated or corrupt spot and remembers why.
+
+    Every byte that decodes before the damage is delivered: a compressed chunk that fails is decoded again in
+    smaller steps, down to the failing byte."""
 
     def __init__(self, path: str) -> None:
         self._f = open(path, "rb")
@@ -32,22 +39,43 @@ class GzipReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def _decode(self, chunk: bytes) -> bytes:
+        out = self._d.decompress(chunk)
+        while self._d.eof and self._d.unused_data:  # next gzip member
+            rest = self._d.unused_data
+            self._d = zlib.decompressobj(wbits=31)
+            out += self._d.decompress(rest)
+        return out
+
+    def _decode_upto_damage(self, data: bytes, steps: List[int], out: List[bytes]) -> None:
+        """Decode `data` in pieces of steps[0] bytes; a piece that fails is decoded again in pieces of steps[1],
+        and so on down to single bytes, so every byte that decodes before the damage is kept (then zlib.error)."""
+        for i in range(0, len(data), steps[0]):
+            saved = self._d.copy()
+            try:
+                out.append(self._decode(data[i: i + steps[0]]))
+            except zlib.error:
+                if len(steps) == 1:
+                    raise
+                self._d = saved
+                self._decode_upto_damage(data[i: i + steps[0]], steps[1:], out)
+                raise  # (not reached: the finer pass fails at the same byte)
+
     def readinto(self, b: Any) -> int:
         while not self._buf:
+            if self.problem is not None:
+                return 0
             chunk = self._f.read(1 << 20)
             if not chunk:
-                if not self._d.eof and self.problem is None:
-                    self.problem, self.detail = "truncated_gz", "gzip stream ends early (truncated file)"
+                if not self._d.eof:
+                    self.problem, self.detail = "truncated_gz", "truncated gzip stream (the file ends early)"
                 return 0
+            parts: List[bytes] = []
             try:
-                self._buf = self._d.decompress(chunk)
-                while self._d.eof and self._d.unused_data:  # next gzip member
-                    rest = self._d.unused_data
-                    self._d = zlib.decompressobj(wbits=31)
-                    self._buf += self._d.decompress(rest)
+                self._decode_upto_damage(chunk, [len(chunk), 4096, 1], parts)
             except zlib.error as e:
-                self.problem, self.detail = "corrupt_gz", f"gzip stream is corrupt ({e})"
-                return 0
+                self.problem, self.detail = "corrupt_gz", f"corrupt gzip stream ({e})"
+            self._buf = b"".join(parts)
         n = min(len(b), len(self._buf))
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
@@ -87,81 +115,338 @@ def open_raw(path: str) -> Any:
     return io.BufferedReader(GzipReader(path), 1 << 20) if path.endswith(".gz") else open(path, "rb")
 
 
-def line_blocks(stream: Any, block_bytes: int) -> Iterator[memoryview]:
-    """The stream's bytes as pieces of whole lines: each is one `block_bytes` read plus the partial line carried
-    over from the previous read, cut after its last "\n"; the last (short) read is not cut, so the final piece may
-    lack one (the same pieces as pyarrow's CSV reader's blocks). Reads only when the next piece is asked for, so
-    memory is one piece whatever the file size; pyarrow's streaming CSV reader instead reads up to 32 blocks ahead
-    on a background thread (ARROW-12090: 256 MiB of 8 MiB blocks).
+@dataclass
+class LongLine:
+    """A line longer than the read block, skipped up to its LF: its first bytes and its length."""
 
-    A line longer than `block_bytes` raises LineTooLong after the last full piece.
+    head: bytes
+    size: int
+
+
+def line_blocks(stream: Any, block_bytes: int) -> Iterator[Union[memoryview, LongLine]]:
+    """The stream's bytes as pieces of whole lines: each is one `block_bytes` read plus the partial line carried
+    over from the previous read, cut after its last LF; the last (short) read is not cut, so the final piece may
+    lack one. Reads only when the next piece is asked for, so memory is one piece whatever the file size;
+    pyarrow's streaming CSV reader instead reads up to 32 blocks ahead on a background thread (ARROW-12090: 256 MiB
+    of 8 MiB blocks). Each piece is a memoryview starting at offset 0 of its `.obj` (bytes).
+
+    A line longer than `block_bytes` (its LF counted) comes as one LongLine, in order, its bytes read and dropped
+    up to its LF: whatever the read boundaries, so the verdict depends on the line's length only.
     """
     tail = b""
+    long: Optional[LongLine] = None  # a line being skipped
     while chunk := stream.read(block_bytes):
+        short = len(chunk) < block_bytes  # a short read is the end of the stream
+        if long is not None:  # skipping the rest of a long line
+            end = chunk.find(b"\n")
+            if end < 0:
+                long.size += len(chunk)
+                continue
+            long.size += end + 1
+            yield long
+            long, chunk = None, chunk[end + 1:]
         data = tail + chunk if tail else chunk
-        if len(chunk) < block_bytes:  # a short read is the end of the stream: the rest is one piece
-            tail = b""
-            yield memoryview(data)
-            continue
-        cut = data.rfind(b"\n", len(tail)) + 1
-        if cut == 0:  # no line end in this read: the tail line goes on (an error once it outgrows a block)
+        first_end = data.find(b"\n") + 1  # only the first line can be longer than a read
+        if not first_end and not short:  # no LF yet: the line goes on
             if len(data) > block_bytes:
-                raise LineTooLong(f"a line longer than {block_bytes} bytes (no line break in {len(data)} bytes)")
-            tail = data
+                long, tail = LongLine(data[:EXCERPT_BYTES], len(data)), b""
+            else:
+                tail = data
             continue
+        size = first_end or len(data)
+        if size > block_bytes:
+            yield LongLine(data[:min(size, EXCERPT_BYTES)], size)
+            data = data[size:]
+        if short:  # the rest is one piece
+            tail = b""
+            if data:
+                yield memoryview(data)
+            continue
+        cut = data.rfind(b"\n") + 1
         tail = data[cut:]
-        yield memoryview(data)[:cut]
-    if tail:
+        if cut:
+            yield memoryview(data)[:cut]
+    if long is not None:
+        yield long
+    elif tail:
         yield memoryview(tail)
 
 
-class LineTooLong(ValueError):
-    """A raw line longer than the read block: not line-oriented text (or a block size far too small)."""
+EXCERPT_BYTES = 160  # raw bytes of a bad line kept in the bad-rows file
 
 
-def csv_batches(stream: Any, block_bytes: int, column_names: List[str], parse: pacsv.ParseOptions,
-                convert: pacsv.ConvertOptions, on_invalid: Callable[[int, Any], None],
-                skip_first_line: bool = False) -> Iterator[pa.RecordBatch]:
-    """The stream's CSV rows, one RecordBatch per line_blocks piece, each piece parsed on its own (memory: one
-    piece, whatever the file size). A row is one line (newlines_in_values=False) and an empty line is a row of
-    nulls (ignore_empty_lines=False), whatever `parse` says; `parse`'s delimiter and quoting are kept, its
-    invalid_row_handler is replaced: a row with the wrong number of fields is skipped and `on_invalid(line, row)`
-    gets its physical line, 1-based over the whole stream (Arrow numbers each piece's lines from 1). With
-    `skip_first_line` the first line (a header) is skipped but counted. Arrow's conversion errors (ArrowInvalid)
-    are re-raised with their "Row #N" counted over the whole stream too. A line longer than `block_bytes` raises
-    LineTooLong (the rows before it have been yielded).
+@dataclass
+class BadLine:
+    """A line judged bad from its own bytes: `field` is a column index (None: the line as a whole)."""
+
+    line: int
+    kind: str
+    field: Optional[int]
+    reason: str
+    raw: bytes  # the line's first EXCERPT_BYTES bytes
+    size: int  # the line's length in bytes
+
+
+class Rows:
+    """One block's good-so-far rows: a RecordBatch of string columns, the physical line of each row, and the raw
+    bytes of a row on demand (`raw(j)`, for bad-row excerpts)."""
+
+    def __init__(self, batch: pa.RecordBatch, lines: np.ndarray, block: "_Block") -> None:
+        self.batch, self.lines, self._block = batch, lines, block
+
+    def raw(self, j: int) -> Tuple[bytes, int]:
+        """(first EXCERPT_BYTES bytes, length) of row j's line."""
+        return self._block.raw(int(self.lines[j]) - self._block.first)
+
+
+class _Block:
+    """A line_blocks piece; line i is physical line `first + i`. The line index is built only when needed."""
+
+    def __init__(self, piece: memoryview, first: int, skip_first: bool) -> None:
+        self.piece, self.first, self.skip_first = piece, first, skip_first
+        self.d = np.frombuffer(piece, dtype=np.uint8)
+        self._index: Optional[LineIndex] = None
+
+    @property
+    def index(self) -> LineIndex:
+        if self._index is None:
+            self._index = LineIndex(self.d)
+        return self._index
+
+    def find(self, sub: bytes, start: int = 0) -> int:
+        return self.piece.obj.find(sub, start, len(self.piece))  # type: ignore[union-attr]
+
+    def raw(self, i: int) -> Tuple[bytes, int]:
+        s, e = int(self.index.start[i]), int(self.index.end[i])
+        return bytes(self.piece[s: min(e, s + EXCERPT_BYTES)]), e - s
+
+    def gather(self, idx: np.ndarray) -> memoryview:
+        """The lines `idx` (ascending), each with its terminator, as one buffer (a view when they are contiguous)."""
+        ix = self.index
+        runs = np.split(idx, np.flatnonzero(np.diff(idx) != 1) + 1)
+        spans = [(int(ix.start[r[0]]), int(min(ix.term[r[-1]] + 1, self.d.size))) for r in runs if r.size]
+        if len(spans) == 1:
+            return self.piece[spans[0][0]: spans[0][1]]
+        parts = [self.piece[s:e] for s, e in spans]
+        return memoryview(b"".join(p if p[-1:] == b"\n" else bytes(p) + b"\n" for p in parts))
+
+
+class LineReader:
+    """The rows of a delimited text stream, block by block (line_blocks: no read-ahead), each line judged from its
+    own bytes (so the verdict never depends on its neighbours or the block size):
+
+    1. the line (line_checks): invalid UTF-8, a NUL byte, a CR inside it, empty, longer than a block;
+    2. the parse of the remaining lines (pyarrow's CSV parser, string columns): the field count, and a quoted
+       field that does not end on its line (a block whose lines do not give one row each is parsed again in
+       halves down to single lines, so one such line cannot take its neighbours with it).
+
+    Lines failing 1 or 2 go to `on_bad(BadLine)` and are left out; iterating gives one Rows per block. A line
+    is split on LF only; a CR right before LF is dropped. With `skip_first_line`, line 1 (a header) is skipped
+    but counted. After the loop: `lines` = complete lines read; if the stream was damaged (a truncated or corrupt
+    gzip: see GzipReader) `damage` = (kind, detail, dropped bytes of an unfinished last line), else None.
+
+    `count_reason(actual, expected)` words a wrong field count.
     """
-    lines_before = 0  # physical lines in the pieces before the current one
-    invalid = 0  # invalid rows in the current piece
 
-    def handler(row: Any) -> str:
-        nonlocal invalid
-        invalid += 1
-        on_invalid(lines_before + row.number, row)
+    def __init__(self, stream: Any, block_bytes: int, column_names: List[str], parse: pacsv.ParseOptions,
+                 convert: pacsv.ConvertOptions, on_bad: Callable[[BadLine], None],
+                 count_reason: Callable[[int, int], str], skip_first_line: bool = False) -> None:
+        self.stream, self.block_bytes, self.names, self.on_bad = stream, block_bytes, column_names, on_bad
+        self.convert, self.count_reason, self.skip_first_line = convert, count_reason, skip_first_line
+        self.quote = parse.quote_char.encode() if parse.quote_char else None
+        self.delimiter = parse.delimiter
+        self._invalid: List[Tuple[Optional[int], int, str]] = []
+        self.parse = pacsv.ParseOptions(delimiter=parse.delimiter, quote_char=parse.quote_char,
+                                        double_quote=parse.double_quote, escape_char=parse.escape_char,
+                                        newlines_in_values=False, ignore_empty_lines=False,
+                                        invalid_row_handler=self._on_invalid)
+        self.lines = 0
+        self.damage: Optional[Tuple[str, str, int]] = None
+
+    def _on_invalid(self, row: Any) -> str:
+        self._invalid.append((row.number, row.actual_columns, row.text))
         return "skip"
 
-    parse = pacsv.ParseOptions(delimiter=parse.delimiter, quote_char=parse.quote_char, double_quote=parse.double_quote,
-                               escape_char=parse.escape_char, newlines_in_values=False, ignore_empty_lines=False,
-                               invalid_row_handler=handler)
-    for piece in line_blocks(stream, block_bytes):
-        if skip_first_line and lines_before == 0:  # the first piece holds the whole first line: cut it off
-            lines_before = 1
-            end = piece.tobytes().find(b"\n")
-            piece = piece[end + 1:] if end >= 0 else piece[len(piece):]
+    def __iter__(self) -> Iterator[Rows]:
+        for piece in line_blocks(self.stream, self.block_bytes):
+            if isinstance(piece, LongLine):
+                self.lines += 1
+                self.on_bad(BadLine(self.lines, "line_too_long", None,
+                                    f"a line of {piece.size} bytes, longer than the {self.block_bytes}-byte read "
+                                    "block: not a line of delimited text", piece.head, piece.size))
+                continue
             if not len(piece):
                 continue
-        read = pacsv.ReadOptions(column_names=column_names, use_threads=False, block_size=len(piece) + 1)
-        rows, invalid = 0, 0
+            final = piece[-1] != 10  # only the stream's last piece can end without LF
+            if final and self._damaged():  # the unfinished last line of a damaged stream is not a line
+                cut = bytes(piece).rfind(b"\n") + 1
+                self.damage = self.damage[:2] + (len(piece) - cut,)  # type: ignore[index]
+                piece = piece[:cut]
+                if not cut:
+                    continue
+            block = _Block(piece, self.lines + 1, self.skip_first_line and self.lines == 0)
+            rows = self._block(block)
+            if rows is not None:
+                yield rows
+            del block, piece, rows  # before the next read: one piece in memory at a time
+        if self.damage is None:
+            self._damaged()
+
+    def _damaged(self) -> bool:
+        raw = getattr(self.stream, "raw", None)
+        problem = getattr(raw, "problem", None)
+        if problem is not None and self.damage is None:
+            self.damage = (problem, raw.detail, 0)  # type: ignore[union-attr]
+        return problem is not None
+
+    # -- one block ------------------------------------------------------------------------------------------
+    def _block(self, b: _Block) -> Optional[Rows]:
+        n_before = self.lines
+        header_end = b.find(b"\n") + 1 if b.skip_first else 0
+        if b.skip_first and header_end == 0:
+            header_end = b.d.size
+        clean = self._clean(b, header_end)
+        if clean:
+            body = b.piece[header_end:]
+            got = self._parse(body, None) if len(body) else (None, [])
+            if got is not None:
+                batch, invalid = got
+                n_lines = (batch.num_rows if batch is not None else 0) + len(invalid) + bool(header_end)
+                self.lines += n_lines
+                return self._rows(b, batch, invalid, np.arange(n_lines - bool(header_end)) + bool(header_end))
+        # slow path: each line's defects from the index; the rest parsed (in halves where a parse fails)
+        ix = b.index
+        self.lines = n_before + len(ix)
+        code, where = line_defects(b.d, ix, check_utf8=not clean and not self._valid_utf8(b))
+        empty = (ix.end == ix.start) & (code == 0)
+        good = (code == 0) & ~empty
+        if b.skip_first:
+            good[0], code[0], empty[0] = False, 0, False
+        for i in np.flatnonzero((code != 0) | empty).tolist():
+            self._line_bad(b, i, int(code[i]), int(where[i]))
+        idx = np.flatnonzero(good)
+        batches: List[pa.RecordBatch] = []
+        lines: List[np.ndarray] = []
+        invalid_all: List[Tuple[int, int, int, str]] = []
+        self._parse_lines(b, idx, batches, lines, invalid_all)
+        for i, actual, expected, text in sorted(invalid_all):
+            self._count_bad(b.first + i, actual, expected, text, b.raw(i))
+        if not batches:
+            return None
+        batch = batches[0] if len(batches) == 1 else pa.concat_batches(batches)
+        return Rows(batch, b.first + np.concatenate(lines), b)
+
+    def _clean(self, b: _Block, start: int) -> bool:
+        """No line of the block has a defect (and none is empty): it can be parsed as a whole."""
+        if b.find(b"\0", start) >= 0 or b.find(b"\n\n", start) >= 0 or b.find(b"\n\r\n", start) >= 0:
+            return False
+        if b.d[start: start + 1].tobytes() in (b"\n", b"\r") or b.find(b"\r", start) >= 0 and not self._crlf_only(b):
+            return False
+        return self._valid_utf8(b)
+
+    @staticmethod
+    def _crlf_only(b: _Block) -> bool:
+        cr = np.flatnonzero(b.d == 13)
+        return bool((cr + 1 < b.d.size).all() and (b.d[np.minimum(cr + 1, b.d.size - 1)] == 10).all())
+
+    @staticmethod
+    def _valid_utf8(b: _Block) -> bool:
+        if not b.d.size or int(b.d.max()) < 0x80:
+            return True
+        try:  # Arrow's (SIMD) UTF-8 validation of the block as one string
+            pa.LargeStringArray.from_buffers(1, pa.py_buffer(np.array([0, b.d.size], dtype=np.int64)),
+                                             pa.py_buffer(b.piece)).validate(full=True)
+            return True
+        except pa.ArrowInvalid:
+            return False
+
+    def _rows(self, b: _Block, batch: Optional[pa.RecordBatch], invalid: List[Tuple[Optional[int], int, str]],
+              line_idx: np.ndarray) -> Optional[Rows]:
+        """Rows of a parse of consecutive lines `line_idx` of block b (invalid numbers are 1-based in them)."""
+        numbers = [int(num) for num, _, _ in invalid]  # type: ignore[arg-type]
+        for num, actual, text in invalid:
+            i = int(line_idx[int(num) - 1])  # type: ignore[arg-type]
+            self._count_bad(b.first + i, actual, len(self.names), text, b.raw(i))
+        if batch is None or not batch.num_rows:
+            return None
+        valid = physical_lines(np.arange(batch.num_rows), np.asarray(sorted(numbers), dtype=np.int64)) - 1
+        return Rows(batch, b.first + line_idx[valid], b)
+
+    def _parse(self, buf: memoryview, n_lines: Optional[int]) -> Optional[Tuple[Optional[pa.RecordBatch], list]]:
+        """Parse a buffer of whole lines; None when its lines do not give one row (or one invalid row) each: a
+        quoted field running past its line, or an error from Arrow. `n_lines` None: count them here if needed."""
+        self._invalid = []
+        read = pacsv.ReadOptions(column_names=self.names, use_threads=False, block_size=len(buf) + 1)
         try:
-            for batch in pacsv.open_csv(pa.py_buffer(piece), read_options=read, parse_options=parse,
-                                        convert_options=convert):
-                rows += batch.num_rows
-                yield batch
-        except pa.ArrowInvalid as e:
-            raise pa.ArrowInvalid(re.sub(r"Row #(\d+)", lambda m: f"Row #{lines_before + int(m.group(1))}",
-                                         str(e))) from None
-        lines_before += rows + invalid
-        del piece  # before the next read: one piece in memory at a time
+            table = pacsv.read_csv(pa.py_buffer(buf), read_options=read, parse_options=self.parse,
+                                   convert_options=self.convert)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        invalid = self._invalid
+        if any(num is None for num, _, _ in invalid):
+            return None
+        batch = pa.RecordBatch.from_arrays([c.combine_chunks() for c in table.columns], names=table.column_names)
+        if self.quote is not None and self.quote in bytes(buf):  # a quoted field may have run past its line
+            if n_lines is None:
+                d = np.frombuffer(buf, dtype=np.uint8)
+                n_lines = int(np.count_nonzero(d == 10)) + int(d[-1] != 10)
+            if batch.num_rows + len(invalid) != n_lines or any(
+                    pc.any(pc.match_substring(c, "\n")).as_py() or pc.any(pc.match_substring(c, "\r")).as_py()
+                    for c in batch.columns if pa.types.is_string(c.type)):
+                return None
+        return batch, invalid
+
+    def _parse_lines(self, b: _Block, idx: np.ndarray, batches: List[pa.RecordBatch], lines: List[np.ndarray],
+                     invalid: List[Tuple[int, int, int, str]]) -> None:
+        """Parse lines `idx` of block b; where the whole does not parse line by line, each half on its own."""
+        if not idx.size:
+            return
+        got = self._parse(b.gather(idx), int(idx.size))
+        if got is not None:
+            batch, inv = got
+            numbers = sorted(int(num) for num, _, _ in inv)
+            invalid += [(int(idx[int(num) - 1]), actual, len(self.names), text) for num, actual, text in inv]
+            if batch is not None and batch.num_rows:
+                valid = physical_lines(np.arange(batch.num_rows), np.asarray(numbers, dtype=np.int64)) - 1
+                batches.append(batch)
+                lines.append(idx[valid])
+            return
+        if idx.size == 1:
+            i = int(idx[0])
+            raw, size = b.raw(i)
+            self.on_bad(BadLine(b.first + i, "unparsable", None,
+                                "a quoted field does not end on this line (or the line is not CSV)", raw, size))
+            return
+        half = idx.size // 2
+        self._parse_lines(b, idx[:half], batches, lines, invalid)
+        self._parse_lines(b, idx[half:], batches, lines, invalid)
+
+    def _line_bad(self, b: _Block, i: int, code: int, where: int) -> None:
+        raw, size = b.raw(i)
+        line = b.first + i
+        if code == 0:
+            self.on_bad(BadLine(line, "empty_line", None, "empty line", raw, size))
+            return
+        start = int(b.index.start[i])
+        at = where - start
+        field = self._field_at(bytes(b.piece[start: min(where, int(b.index.term[i]))]))
+        byte = int(b.d[where]) if where < b.d.size else None
+        what = {UTF8: f"invalid UTF-8 at byte {at + 1} of the line" +
+                (f" (0x{byte:02x})" if byte is not None else ""),
+                NUL: f"a NUL byte at byte {at + 1} of the line",
+                CR: f"a carriage return (CR) at byte {at + 1} of the line: lines end at LF only"}[code]
+        self.on_bad(BadLine(line, DEFECT_KINDS[code], field, what, raw, size))
+
+    def _field_at(self, prefix: bytes) -> int:
+        """The column index of the field that holds the byte after `prefix` (quotes respected)."""
+        text = prefix.decode("utf-8", errors="replace")
+        if self.quote is None:
+            return text.count(self.delimiter)
+        return max(len(next(csv.reader([text], delimiter=self.delimiter))), 1) - 1 if text else 0
+
+    def _count_bad(self, line: int, actual: int, expected: int, text: str, raw: Tuple[bytes, int]) -> None:
+        shown = text if len(text) <= 120 else text[:120] + "..."
+        self.on_bad(BadLine(line, "column_count", None, f"{self.count_reason(actual, expected)}: {shown!r}", *raw))
 
 
 def count_lines(path: str) -> int:

@@ -5,8 +5,9 @@
                                                     list<int64>, in schema order
 
 Inputs: files or folders (a folder contributes its *.csv, *.tsv, *.txt, their .gz, and *.parquet / *.pq files,
-by name). CSV is read in 8 MiB blocks of whole lines, each parsed by pyarrow's CSV parser (raw_files.csv_batches: no
-read-ahead; quoted fields allowed, no newlines inside values); Parquet batch by batch. Rows are written in input
+by name). CSV is read in 8 MiB blocks of whole lines, each line judged from its own bytes and the good ones parsed by
+pyarrow's CSV parser (raw_files.LineReader: no read-ahead; quoted fields allowed, no newlines inside values);
+Parquet batch by batch. Rows are written in input
 order as row groups of ROW_GROUP_ROWS, so memory is bounded by a block, a row group and the vocabularies, whatever
 the input size; the same rows as CSV or as Parquet give the same files, whatever the block size.
 
@@ -24,10 +25,13 @@ to val / test / train with probabilities val / test / rest from a generator seed
 Criteo. Pooling several input files so says on stderr and in metadata.source.split.warnings; a given split beside
 a timestamp, ratios or another given split is an error. Vocabularies, min / max and dense_stats: train rows only.
 
-Bad rows (the Criteo bad-row policy, recsys_dist.data.bad_rows): a CSV line with the wrong number of fields, an
-empty line, a label that is empty / not 0 or 1 / not a number for the rule, a numeric field that is not a number,
-a timestamp that does not parse. Each is counted, skipped and reported as `file:line: column='value': expected
-...` (for Parquet input the number is the 1-based row); with `strict` the first raises PrepareError. Schema errors
+Bad rows (the Criteo bad-row policy, recsys_dist.data.bad_rows): a CSV line with invalid UTF-8, a NUL byte, a CR
+inside it, empty, longer than a block, with the wrong number of fields or a quoted field not ending on it; a
+label that is empty / not 0 or 1 / not a number for the rule, a numeric field that is not a number, a timestamp
+that does not parse. Each is counted, skipped and recorded (bad_rows.jsonl, metadata.bad_rows) as `file:line:
+column='value': expected ...` (for Parquet input the number is the 1-based row); with `strict` the first raises
+PrepareError. A truncated or corrupt .gz keeps the lines before the damage and is listed apart (damaged_files).
+Schema errors
 (SchemaError: a column missing from a file, a column of the wrong type, a label column that is not binary in
 most rows of the first block, and whatever schema_file refuses) stop before any output is written.
 """
@@ -50,14 +54,14 @@ import pyarrow.parquet as pq
 from recsys_dist.config import PrepareConfig
 from recsys_dist.data import criteo_encode as enc
 from recsys_dist.data import given_splits
-from recsys_dist.data.bad_rows import MAX_SAMPLES, BadRows, PrepareError
-from recsys_dist.data.metadata import SPLITS, Metadata, SparseFeature, SplitInfo
+from recsys_dist.data.bad_rows import BAD_ROWS_FILE, BadRows, PrepareError
+from recsys_dist.data.metadata import METADATA_FILE, SPLITS, Metadata, SparseFeature, SplitInfo
 from recsys_dist.data.parquet_parts import Part, PartWriter
-from recsys_dist.data.raw_files import LineTooLong, csv_batches, expand_inputs, open_raw, physical_lines
+from recsys_dist.data.raw_files import BadLine, LineReader, Rows, expand_inputs, open_raw
 from recsys_dist.data.schema_file import CategoricalSpec, Schema, SchemaError, load_schema, rule_holds
 from recsys_dist.data.tabular_encode import hash_strings, parse_numbers, parse_timestamps, split_lists
 
-BLOCK_BYTES = 8 << 20  # raw CSV read block (raw_files.csv_batches): the unit of parsing
+BLOCK_BYTES = 8 << 20  # raw CSV read block (raw_files.LineReader): the unit of parsing
 PARQUET_BATCH_ROWS = 65536
 ROW_GROUP_ROWS = 65536  # output row group (the input pipeline's unit of reading and shuffling)
 SAMPLE_ROWS = 1 << 20  # timestamps kept to find the time-split cutoffs
@@ -139,8 +143,9 @@ def _check_columns(schema: Schema, path: str, names: List[str], types: Optional[
              f"text: {given_splits.EXPECTED_VALUES}")
 
 
-def _blocks(path: str, schema: Schema, bad: BadRows) -> Iterator[Tuple[pa.Table, np.ndarray]]:
-    """(table of the schema's columns, physical line [CSV] or 1-based row [Parquet] of each row) per block."""
+def _blocks(path: str, schema: Schema, bad: BadRows) -> Iterator[Tuple[pa.Table, np.ndarray, Optional[Rows]]]:
+    """(table of the schema's columns, physical line [CSV] or 1-based row [Parquet] of each row, the raw CSV rows
+    [for bad-row excerpts; None for Parquet]) per block."""
     cols = list(schema.columns())
     if _kind(path) == "parquet":
         pf = pq.ParquetFile(path)
@@ -148,42 +153,32 @@ def _blocks(path: str, schema: Schema, bad: BadRows) -> Iterator[Tuple[pa.Table,
         _check_columns(schema, path, arrow.names, {n: arrow.field(n).type for n in arrow.names})
         row = 0
         for b in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=cols):
-            yield pa.Table.from_batches([b]), np.arange(row + 1, row + b.num_rows + 1)
+            yield pa.Table.from_batches([b]), np.arange(row + 1, row + b.num_rows + 1), None
             row += b.num_rows
         return
     names = _csv_header(path, schema)
     _check_columns(schema, path, names, None)
-    header = 1 if schema.csv_header else 0
-    invalid: List[int] = []
 
-    def on_invalid(line: int, r: Any) -> None:
-        invalid.append(line)
-        text = r.text if len(r.text) <= 120 else r.text[:120] + "..."
-        bad.add(path, line, "column_count", f"{r.actual_columns} fields, expected {r.expected_columns} "
-                                            f"({schema.csv_delimiter!r}-separated): {text!r}")
+    def on_bad(b: BadLine) -> None:
+        field = names[b.field] if b.field is not None and b.field < len(names) else ""
+        bad.add(path, b.line, b.kind, f"{field}: {b.reason}" if field else b.reason, field, b.raw, b.size)
 
     stream = open_raw(path)
-    seen = 0
-    try:  # block by block, no read-ahead (raw_files.csv_batches): memory does not grow with the file
-        for b in csv_batches(stream, BLOCK_BYTES, names, pacsv.ParseOptions(delimiter=schema.csv_delimiter),
-                             pacsv.ConvertOptions(column_types={c: pa.string() for c in cols}, include_columns=cols,
-                                                  strings_can_be_null=True, null_values=[""],
-                                                  quoted_strings_can_be_null=False),
-                             on_invalid, skip_first_line=bool(header)):
-            inv = np.asarray(invalid, dtype=np.int64) - header
-            lines = physical_lines(np.arange(seen, seen + b.num_rows), inv) + header
-            seen += b.num_rows
-            yield pa.Table.from_batches([b]), lines
-    except pa.ArrowInvalid as e:
-        raise PrepareError(f"{path}: cannot read as CSV: {e}") from None
-    except LineTooLong as e:
-        raise PrepareError(f"{path}:{seen + len(invalid) + header + 1}: {e}: not a line of CSV text") from None
+    reader = LineReader(stream, BLOCK_BYTES, names, pacsv.ParseOptions(delimiter=schema.csv_delimiter),
+                        pacsv.ConvertOptions(column_types={c: pa.string() for c in cols}, include_columns=cols,
+                                             strings_can_be_null=True, null_values=[""],
+                                             quoted_strings_can_be_null=False), on_bad,
+                        lambda actual, expected: f"{actual} fields, expected {expected} "
+                                                 f"({schema.csv_delimiter!r}-separated)",
+                        skip_first_line=schema.csv_header)
+    try:  # block by block, no read-ahead (raw_files.LineReader): memory does not grow with the file
+        for rows in reader:
+            yield pa.Table.from_batches([rows.batch]), rows.lines, rows
     finally:
-        problem, detail = getattr(getattr(stream, "raw", None), "problem", None), getattr(
-            getattr(stream, "raw", None), "detail", "")
         stream.close()
-    if problem is not None:
-        bad.add(path, seen + len(invalid) + header + 1, problem, detail)
+    if reader.damage is not None:
+        kind, detail, dropped = reader.damage
+        bad.damaged(path, kind, reader.lines, detail, dropped)
 
 
 # -- one block --------------------------------------------------------------------------------------------------
@@ -206,7 +201,7 @@ class _Block:
 
 
 def _parse(schema: Schema, table: pa.Table, lines: np.ndarray, path: str, bad: BadRows,
-           first_block: bool) -> _Block:
+           first_block: bool, raw_rows: Optional[Rows] = None) -> _Block:
     n = table.num_rows
     checks: List[Tuple[str, np.ndarray, str, Any, str]] = []  # kind, bad mask, column, raw column, expected
     lab = schema.label
@@ -249,16 +244,13 @@ def _parse(schema: Schema, table: pa.Table, lines: np.ndarray, path: str, bad: B
     first = np.full(n, -1, dtype=np.int64)  # per row, the first check it fails (its kind)
     for k, (_, mask, _, _, _) in enumerate(checks):
         first[mask & (first < 0)] = k
-    rows = np.flatnonzero(first >= 0)
-    if rows.size:
-        all_null = np.logical_and.reduce([c.is_null().to_numpy(zero_copy_only=False) for c in table.columns])
-        for i, j in enumerate(rows.tolist()):
-            kind, _, col, raw, expected = checks[first[j]]
-            if all_null[j] and _kind(path) == "csv":
-                kind, why = "empty_line", "empty line"
-            else:  # the value is shown in samples only: the first MAX_SAMPLES of a block at most
-                why = f"{col}={raw[j].as_py()!r}: expected {expected}" if i <= MAX_SAMPLES else f"{col}: {expected}"
-            bad.add(path, int(lines[j]), kind, why)
+    for j in np.flatnonzero(first >= 0).tolist():
+        kind, _, col, raw, expected = checks[first[j]]
+        value = raw[j].as_py()
+        if isinstance(value, str) and len(value) > 40:
+            value = value[:40] + "..."
+        excerpt = raw_rows.raw(j) if raw_rows is not None else (b"", 0)
+        bad.add(path, int(lines[j]), kind, f"{col}={value!r}: expected {expected}", col, *excerpt)
     any_bad = first >= 0
     return _Block(~any_bad, label.astype(np.int8), numeric, single, multi, time, split)
 
@@ -291,8 +283,9 @@ def _each_block(files: List[str], schema: Schema, split: _Split, bad: BadRows) -
     first = True
     for i, path in enumerate(files):
         rng = np.random.default_rng([split.seed, i]) if split.mode == "ratio" else None
-        for table, lines in _blocks(path, schema, bad):
-            block = _parse(schema, table, lines, path, bad, first)
+        for table, lines, raw_rows in _blocks(path, schema, bad):
+            block = _parse(schema, table, lines, path, bad, first, raw_rows)
+            bad.flush()
             first = False
             which = split.assign(block, rng, i)
             bad.raise_strict(int(lines[-1]) if lines.size else 0)
@@ -341,11 +334,14 @@ def _train_counts(files: List[str], schema: Schema, split: _Split,
 
 
 def _split_writer(folder: Path, schema: pa.Schema, rows_per_file: int) -> PartWriter:
-    """Rows of one split -> part-NNNNN.parquet files of <= rows_per_file rows, in row groups of ROW_GROUP_ROWS."""
-    return PartWriter(schema, rows_per_file, ROW_GROUP_ROWS, lambda k: folder / f"part-{k:05d}.parquet")
+    """Rows of one split -> .tmp-part-NNNNN.parquet files of <= rows_per_file rows, in row groups of ROW_GROUP_ROWS
+    (renamed part-NNNNN.parquet by _split_info once all are written)."""
+    return PartWriter(schema, rows_per_file, ROW_GROUP_ROWS, lambda k: folder / f".tmp-part-{k:05d}.parquet")
 
 
 def _split_info(parts: List[Part]) -> SplitInfo:
+    for p in parts:
+        p.path = p.path.replace(p.path.with_name(p.path.name[len(".tmp-"):]))
     return SplitInfo(files=[f"{p.path.parent.name}/{p.path.name}" for p in parts], rows=sum(p.rows for p in parts),
                      rows_per_file=[p.rows for p in parts], positives=sum(p.positives for p in parts))
 
@@ -476,7 +472,18 @@ def _decide_split(cfg: PrepareConfig, schema: Schema) -> Tuple[List[str], _Split
 
 
 def prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema] = None) -> Metadata:
-    """CSV / Parquet files + `cfg.schema` (or `schema`) -> `cfg.out_dir` (Parquet shards + metadata.json)."""
+    """CSV / Parquet files + `cfg.schema` (or `schema`) -> `cfg.out_dir` (Parquet shards + metadata.json +
+    bad_rows.jsonl). A failed prepare leaves no temporary files in the output folder."""
+    try:
+        return _prepare_tabular(cfg, schema)
+    except BaseException:
+        out = Path(cfg.out_dir)
+        for tmp in list(out.glob(".tmp-*")) + [f for s in SPLITS for f in (out / s).glob(".tmp-*")]:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
     _check(cfg)
     if schema is None:
         if not cfg.schema:
@@ -503,9 +510,11 @@ def prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema] = None) -> Meta
         if (out / s).is_dir():
             shutil.rmtree(out / s)
         (out / s).mkdir(parents=True)
+    for old in [out / METADATA_FILE, out / BAD_ROWS_FILE] + list(out.glob(".tmp-*")):  # no stale dataset
+        old.unlink(missing_ok=True)
     arrow_schema = _output_schema(schema)
     writers = {s: _split_writer(out / s, arrow_schema, cfg.rows_per_file) for s in SPLITS}
-    bad = BadRows(cfg.strict)
+    bad = BadRows(cfg.strict, out / f".tmp-{BAD_ROWS_FILE}")
     stats = _Stats()
     for block, which in _each_block(files, schema, split, bad):
         cols = _encode(schema, block, vocabs, lo_hi)
@@ -519,6 +528,7 @@ def prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema] = None) -> Meta
             if name == "train":
                 _update_stats(stats, schema, {n: sub.column(n).combine_chunks() for n in sub.column_names},
                               block.select(sel))
+    bad.close()
     splits = {s: _split_info(w.close()) for s, w in writers.items()}
     written = sum(s.rows for s in splits.values())
     if written == 0:
@@ -561,7 +571,8 @@ def prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema] = None) -> Meta
         dense_stats=dense_stats,
         bad_rows=bad.as_dict(),
     )
-    md.check(str(out / "metadata.json"))
+    md.check(str(out / METADATA_FILE))
+    (out / f".tmp-{BAD_ROWS_FILE}").replace(out / BAD_ROWS_FILE)
     md.save(out)
     bad.report()
     return md

@@ -1,0 +1,101 @@
+"""Per-line byte checks of raw text input, vectorized over a block of whole lines (numpy, no Python per line).
+
+A line is the bytes between two LF (b"\\n"); a CR right before its LF is not part of it. Each check looks at a
+line's own bytes only, so a line's verdict never depends on its neighbours or on where a block was cut:
+
+* invalid UTF-8 (strict, as Python's decoder: no overlong forms, surrogates or code points above U+10FFFF),
+* a NUL byte,
+* a CR anywhere but right before the LF (CSV parsers take it as a line break, which would shift the line numbers).
+
+`LineIndex(block)` finds the lines of a block; `line_defects(block, index)` returns each line's first defect.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+
+UTF8, NUL, CR = 1, 2, 3  # defect codes, in order of precedence (a line gets the first that applies)
+DEFECT_KINDS = {UTF8: "invalid_utf8", NUL: "nul_byte", CR: "carriage_return"}
+
+# UTF-8 lead bytes: how many continuation bytes follow (0 for ASCII and for continuation bytes themselves)
+_FOLLOW = np.zeros(256, dtype=np.uint8)
+_FOLLOW[0xC2:0xE0] = 1
+_FOLLOW[0xE0:0xF0] = 2
+_FOLLOW[0xF0:0xF5] = 3
+_NEVER = np.zeros(256, dtype=bool)  # bytes that never occur in UTF-8
+_NEVER[[0xC0, 0xC1]] = True
+_NEVER[0xF5:] = True
+# second-byte limits after E0 / ED / F0 / F4 (no overlong 3- / 4-byte forms, no surrogates, <= U+10FFFF)
+_SECOND_LO = np.full(256, 0x80, dtype=np.uint8)
+_SECOND_HI = np.full(256, 0xBF, dtype=np.uint8)
+_SECOND_LO[0xE0], _SECOND_HI[0xED], _SECOND_LO[0xF0], _SECOND_HI[0xF4] = 0xA0, 0x9F, 0x90, 0x8F
+
+
+class LineIndex:
+    """Where the lines of a block are: `start[i]`, `end[i]` (content end: without the LF and a CR before it) and
+    `term[i]` (the LF's offset, or len(block) for a last line without one)."""
+
+    def __init__(self, d: np.ndarray) -> None:
+        lf = np.flatnonzero(d == 10)
+        start = np.concatenate([[0], lf + 1])
+        term = np.concatenate([lf, [d.size]])
+        if start[-1] == d.size:  # the block ends with LF: no line after it
+            start, term = start[:-1], term[:-1]
+        end = term.copy()
+        has_lf = term < d.size
+        cr = np.zeros(term.size, dtype=bool)
+        cr[has_lf & (term > start)] = d[term[has_lf & (term > start)] - 1] == 13
+        end[cr] -= 1
+        self.start, self.end, self.term = start.astype(np.int64), end.astype(np.int64), term.astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.start.size)
+
+    def line_of(self, pos: np.ndarray) -> np.ndarray:
+        """Line index of each byte offset (a terminator belongs to the line it ends)."""
+        return np.searchsorted(self.start, pos, side="right") - 1
+
+
+def utf8_error_offsets(d: np.ndarray) -> np.ndarray:
+    """Start offsets of the byte sequences where strict UTF-8 decoding of `d` fails (as UnicodeDecodeError.start:
+    the lead byte of a truncated or out-of-range sequence, else the stray byte). Sorted, vectorized."""
+    x = np.concatenate([d, np.zeros(3, dtype=np.uint8)])  # ASCII padding: a sequence cut by the end fails there
+    follow = _FOLLOW[x]
+    cont = (x & 0xC0) == 0x80
+    by = np.zeros(x.size, dtype=np.int8)  # a continuation byte belongs here: the distance to the lead asking it
+    for k in (3, 2, 1):  # the nearest lead wins
+        by[k:][follow[:-k] >= k] = k
+    stray = (_NEVER[x] | (cont & (by == 0)))[: d.size]
+    missing = (~cont & (by > 0))[: d.size + 1]  # a sequence ends early: it fails at its lead
+    second = np.zeros(x.size, dtype=bool)
+    second[1:] = cont[1:] & ((x[1:] < _SECOND_LO[x[:-1]]) | (x[1:] > _SECOND_HI[x[:-1]]))
+    starts = np.concatenate([np.flatnonzero(stray), (np.flatnonzero(missing) - by[: d.size + 1][missing]),
+                             np.flatnonzero(second[: d.size]) - 1])
+    return np.unique(starts)
+
+
+def line_defects(d: np.ndarray, index: LineIndex, check_utf8: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """(code [lines] int8: 0 or the first defect of UTF8 / NUL / CR in precedence order, offset [lines] of that
+    defect's first byte in the block, -1 where none). `check_utf8=False` when the block is known to be valid."""
+    n = len(index)
+    code = np.zeros(n, dtype=np.int8)
+    where = np.full(n, -1, dtype=np.int64)
+
+    def mark(kind: int, pos: np.ndarray) -> None:
+        if not pos.size:
+            return
+        lines = index.line_of(pos)
+        lines, first = np.unique(lines, return_index=True)  # pos sorted: the first offset in each line
+        code[lines] = kind
+        where[lines] = pos[first]
+
+    cr = np.flatnonzero(d == 13)  # marked in reverse precedence: a later mark overrides
+    if cr.size:
+        after = np.concatenate([d, [0]])[cr + 1]
+        mark(CR, cr[after != 10])
+    mark(NUL, np.flatnonzero(d == 0))
+    if check_utf8:
+        mark(UTF8, utf8_error_offsets(d))
+    return code, where
