@@ -276,3 +276,22 @@ def test_own_csv_bad_lines_judged_alone_and_mixed_for_every_block_size(tmp_path,
                                                                 .splitlines())} == where, k
         assert own_rows(md, out) == want, k
         assert md.source["lines"] == len(lines) and md.bad_rows["count"] == len(where)
+
+
+def test_own_csv_failed_prepare_leaves_no_files(tmp_path, monkeypatch):
+    """--strict on own CSV data stops at a NUL byte in a later block of the writing pass: no part, bad-row or
+    metadata file is left in the output folder (parts are written under temporary names, renamed at the end)."""
+    import recsys_dist.data.tabular_prepare as tp
+
+    lines = [own_good(i) for i in range(60)]
+    own_prepare(tmp_path, "ok", lines[:50], 200, monkeypatch)  # a first run leaves a dataset there
+    lines[50] = b"u1,i\x001,a,2,0"
+    folder = tmp_path / "s"
+    folder.mkdir()
+    one_pass = OWN_SCHEMA.replace("min_count: 1", "hash_cap: 100").replace("\"|\"}", "\"|\", hash_cap: 50}")
+    (folder / "schema.yaml").write_text(one_pass)  # hashing only: one pass, the writing one
+    (folder / "clicks.csv").write_bytes(b"\n".join([OWN_HEADER] + lines) + b"\n")
+    with pytest.raises(PrepareError, match=r"clicks\.csv:52: item: a NUL byte"):
+        tp.prepare_tabular(PrepareConfig(input=[str(folder / "clicks.csv")], out_dir=str(tmp_path / "ok" / "out"),
+                                         schema=str(folder / "schema.yaml"), strict=True))
+    assert [p for p in (tmp_path / "ok" / "out").rglob("*") if p.is_file()] == []

@@ -89,12 +89,13 @@ def parse_int(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     if arr.null_count:
         empty |= arr.is_null().to_numpy(zero_copy_only=False)
     body = data[off[0]: off[-1]]
-    nondigit = np.concatenate([[0], np.cumsum((body - 48) > 9, dtype=np.int64)])  # bytes outside '0'..'9'
     rel = off - off[0]
-    others = nondigit[rel[1:]] - nondigit[rel[:-1]]
-    first = np.concatenate([body, [0]])[np.minimum(rel[:-1], body.size)]
-    ok = (others == 0) | ((others == 1) & (first == 45) & (lengths >= 2))  # digits, or '-' then digits
-    ok &= ~empty
+    ok = ~empty
+    other = np.flatnonzero((body - 48) > 9)  # bytes outside '0'..'9' (few: the odd '-')
+    if other.size:
+        owner = np.searchsorted(rel, other, side="right") - 1  # the value holding each
+        minus = (body[other] == 45) & (other == rel[owner]) & (lengths[owner] >= 2)  # a sign before digits
+        ok[owner[~minus]] = False
     long = np.flatnonzero(ok & (lengths >= 19))  # may be out of int64: checked as text (rare)
     if long.size:
         text = arr.take(pa.array(long))

@@ -309,6 +309,8 @@ class LineReader:
         if clean:
             body = b.piece[header_end:]
             got = self._parse(body, None) if len(body) else (None, [])
+            if got is not None and got[0] is not None and _has_null_row(got[0]):
+                got = None  # an empty line, or a line of empty fields: told apart line by line below
             if got is not None:
                 batch, invalid = got
                 n_lines = (batch.num_rows if batch is not None else 0) + len(invalid) + bool(header_end)
@@ -337,10 +339,9 @@ class LineReader:
         return Rows(batch, b.first + np.concatenate(lines), b)
 
     def _clean(self, b: _Block, start: int) -> bool:
-        """No line of the block has a defect (and none is empty): it can be parsed as a whole."""
-        if b.find(b"\0", start) >= 0 or b.find(b"\n\n", start) >= 0 or b.find(b"\n\r\n", start) >= 0:
-            return False
-        if b.d[start: start + 1].tobytes() in (b"\n", b"\r") or b.find(b"\r", start) >= 0 and not self._crlf_only(b):
+        """No line of the block has a defect: it can be parsed as a whole (empty lines come out as rows of nulls,
+        and such a block is looked at line by line)."""
+        if b.find(b"\0", start) >= 0 or b.find(b"\r", start) >= 0 and not self._crlf_only(b):
             return False
         return self._valid_utf8(b)
 
@@ -377,23 +378,26 @@ class LineReader:
         quoted field running past its line, or an error from Arrow. `n_lines` None: count them here if needed."""
         self._invalid = []
         read = pacsv.ReadOptions(column_names=self.names, use_threads=False, block_size=len(buf) + 1)
-        try:
-            table = pacsv.read_csv(pa.py_buffer(buf), read_options=read, parse_options=self.parse,
-                                   convert_options=self.convert)
+        try:  # one block: one batch (none for a buffer of invalid rows only)
+            batches = list(pacsv.open_csv(pa.py_buffer(buf), read_options=read, parse_options=self.parse,
+                                          convert_options=self.convert))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
         invalid = self._invalid
         if any(num is None for num, _, _ in invalid):
             return None
-        batch = pa.RecordBatch.from_arrays([c.combine_chunks() for c in table.columns], names=table.column_names)
-        if self.quote is not None and self.quote in bytes(buf):  # a quoted field may have run past its line
+        batch = (batches[0] if len(batches) == 1 else pa.concat_batches(batches)) if batches else None
+        rows = batch.num_rows if batch is not None else 0
+        d = np.frombuffer(buf, dtype=np.uint8)
+        if self.quote is not None and (d == self.quote[0]).any():  # a quoted field may have run past its line
             if n_lines is None:
-                d = np.frombuffer(buf, dtype=np.uint8)
                 n_lines = int(np.count_nonzero(d == 10)) + int(d[-1] != 10)
-            if batch.num_rows + len(invalid) != n_lines or any(
+            if rows + len(invalid) != n_lines or batch is not None and any(
                     pc.any(pc.match_substring(c, "\n")).as_py() or pc.any(pc.match_substring(c, "\r")).as_py()
                     for c in batch.columns if pa.types.is_string(c.type)):
                 return None
+        elif n_lines is not None and rows + len(invalid) != n_lines:
+            return None
         return batch, invalid
 
     def _parse_lines(self, b: _Block, idx: np.ndarray, batches: List[pa.RecordBatch], lines: List[np.ndarray],
@@ -447,6 +451,13 @@ class LineReader:
     def _count_bad(self, line: int, actual: int, expected: int, text: str, raw: Tuple[bytes, int]) -> None:
         shown = text if len(text) <= 120 else text[:120] + "..."
         self.on_bad(BadLine(line, "column_count", None, f"{self.count_reason(actual, expected)}: {shown!r}", *raw))
+
+
+def _has_null_row(batch: pa.RecordBatch) -> bool:
+    """Some row is null in every column (cheap when the first column has no nulls)."""
+    if not batch.num_columns or not batch.column(0).null_count:
+        return False
+    return bool(np.logical_and.reduce([c.is_null().to_numpy(zero_copy_only=False) for c in batch.columns]).any())
 
 
 def count_lines(path: str) -> int:
