@@ -264,6 +264,8 @@ def test_two_worker_processes_match_one(tmp_path, monkeypatch):
     a, b = (cp.prepare_criteo(c, progress=False) for c in cfgs)
     assert a.splits == b.splits and a.sparse_features == b.sparse_features and a.bad_rows == b.bad_rows
     assert a.bad_rows["samples"][0]["line"] == 51
+    logs = [(tmp_path / f"o{w}" / "bad_rows.jsonl").read_text() for w in (1, 2)]
+    assert logs[0] == logs[1] and '"line": 51' in logs[0]  # the workers' bad-row files joined in input order
     for s in ("train", "val", "test"):
         assert read_split(tmp_path / "o1", s).keys() == read_split(tmp_path / "o2", s).keys()
         for k, v in read_split(tmp_path / "o1", s).items():
