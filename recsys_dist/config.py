@@ -70,6 +70,16 @@ class OptimConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """Model selection on the val split (recsys_dist/early_stopping.py)."""
+
+    metric: str = "auc"  # val metric: auc | logloss
+    mode: str = "auto"  # max | min | auto (max for auc, min for logloss)
+    patience: int = 0  # stop after this many validations in a row without improvement (0: never stop early)
+    min_delta: float = 0.0  # an improvement beats the best by more than this
+
+
+@dataclass
 class TrainConfig:
     out_dir: str = "runs/default"
     epochs: int = 1
@@ -87,6 +97,9 @@ class TrainConfig:
     tensorboard: bool = True  # TensorBoard scalars in <out_dir>/tensorboard (rank 0)
     mixed_precision: str = "fp32"  # fp32 | bf16 (dense arch under autocast)
     tune_malloc: bool = True  # glibc keeps freed activation memory: no per-step page faults (recsys_dist/malloc.py)
+    test: bool = True  # score the test split at the end (false: only `recsys-dist evaluate` does, when asked)
+    keep_best: bool = True  # with a val split: keep best_checkpoint (the best validation) and test on it
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
 @dataclass
@@ -184,7 +197,7 @@ RANGES: Dict[str, str] = {
     "optim.weight_decay": ">= 0", "optim.arch_lr": "> 0", "optim.warmup_steps": ">= 0",
     "train.epochs": "> 0", "train.max_steps": "> 0", "train.val_every_steps": ">= 0", "train.log_every_steps": ">= 0",
     "train.seed": ">= 0", "train.threads": "> 0", "train.checkpoint_every_steps": ">= 0",
-    "train.keep_checkpoints": "> 0",
+    "train.keep_checkpoints": "> 0", "train.early_stopping.patience": ">= 0", "train.early_stopping.min_delta": ">= 0",
 }
 
 
@@ -263,8 +276,10 @@ def source_of(cfg: JobConfig, key: str) -> str:
 
 
 def _get(cfg: JobConfig, key: str) -> Any:
-    sec, name = key.split(".")
-    return getattr(getattr(cfg, sec), name)
+    value: Any = cfg
+    for name in key.split("."):  # section.key, or section.sub.key (train.early_stopping.patience)
+        value = getattr(value, name)
+    return value
 
 
 def _choice(cfg: JobConfig, key: str, choices: Sequence[str]) -> None:
@@ -293,7 +308,9 @@ def validate(cfg: JobConfig, source: Optional[str] = None) -> None:
         cfg._sources = {"": source}  # type: ignore[attr-defined]
     for key, choices in (("optim.sparse", SPARSE_OPTIMIZERS), ("optim.dense", DENSE_OPTIMIZERS),
                          ("train.pipeline", PIPELINES), ("train.device", DEVICES),
-                         ("train.mixed_precision", PRECISIONS), ("model.embedding_dtype", EMBEDDING_DTYPES)):
+                         ("train.mixed_precision", PRECISIONS), ("model.embedding_dtype", EMBEDDING_DTYPES),
+                         ("train.early_stopping.metric", ("auc", "logloss")),
+                         ("train.early_stopping.mode", ("auto", "max", "min"))):
         _choice(cfg, key, choices)
     check_ranges(cfg)
     if cfg.prepare.val_ratio + cfg.prepare.test_ratio >= 1:

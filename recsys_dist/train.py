@@ -26,9 +26,11 @@ from tqdm import tqdm
 
 from recsys_dist.config import JobConfig, to_dict
 from recsys_dist.dist_env import DistEnv, setup_process
+from recsys_dist.early_stopping import ModelSelection
 from recsys_dist.job import (BuiltModel, build_sharded_model, fingerprint, load_checkpoint, make_reader,
                              save_checkpoint, write_run_files)
 from recsys_dist.metrics import PredictionBuffer
+from recsys_dist.model_size import model_size
 from recsys_dist.optim import build_optimizer
 
 log = logging.getLogger("recsys_dist")
@@ -156,6 +158,7 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
             raise CheckpointError(f"{resume}: written with {info.get('steps_per_epoch')} steps per epoch, this job "
                                   f"has {steps_per_epoch} (data.dir, data.batch_size or the world size changed); "
                                   f"its input position cannot be resumed exactly (train.resume=never starts over)")
+    sel = ModelSelection(cfg.train, out, env.is_main, has_val, info.get("selection") if resume is not None else None)
     if env.is_main:
         write_run_files(cfg, built, out)
     mlog = MetricsLog(out / "metrics.jsonl" if env.is_main else None, append=resume is not None)
@@ -178,22 +181,26 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
         if in_epoch >= steps_per_epoch:  # the epoch is done: the next one starts at its beginning
             epoch, in_epoch = epoch + 1, 0
         return {"step": step, "epoch": epoch, "step_in_epoch": in_epoch, "steps_per_epoch": steps_per_epoch,
-                "fingerprint": fingerprint(cfg, built), "config": to_dict(cfg)}
+                "fingerprint": fingerprint(cfg, built), "config": to_dict(cfg), "selection": sel.state()}
 
     def checkpoint(path: Path, epoch: int, in_epoch: int) -> float:
         t = time.perf_counter()
         save_checkpoint(built, path, position(epoch, in_epoch), optimizer, scheduler)
         return time.perf_counter() - t
 
-    def validate(when: str, **where: int) -> Dict[str, float]:
-        """Validation metrics, written to metrics.jsonl, TensorBoard and the progress bar."""
+    def validate(when: str, epoch: int, in_epoch: int) -> Dict[str, float]:
+        """Validation metrics, written to metrics.jsonl, TensorBoard and the progress bar; then model selection
+        (the best checkpoint, early stopping: recsys_dist/early_stopping.py)."""
         t = time.perf_counter()
         metrics = evaluate_split(built, cfg, env, "val")
         seconds = time.perf_counter() - t
-        mlog.write(event="val", step=step, **where, eval_s=seconds, **metrics)
+        improved = sel.observe(metrics, step, step / steps_per_epoch, lambda p: checkpoint(p, epoch, in_epoch))
+        mlog.write(event="val", step=step, epoch=epoch, epochs=step / steps_per_epoch, eval_s=seconds, best=improved,
+                   **metrics)
         tb.add(step, **{"val/auc": metrics["auc"], "val/logloss": metrics["logloss"], "time/eval_s": seconds})
         if env.is_main:
-            bar.write(f"{when}: val auc {metrics['auc']:.4f} logloss {metrics['logloss']:.4f}")
+            bar.write(f"{when}: val auc {metrics['auc']:.4f} logloss {metrics['logloss']:.4f}"
+                      + (" (best)" if improved else ""))
         return metrics
 
     start_step, t_start = step, time.perf_counter()
@@ -201,7 +208,7 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
     val_metrics: Dict[str, float] = {}
     window_loss, window_n, t_window, data_s_window = 0.0, 0, time.perf_counter(), 0.0
     for epoch in range(epoch0, cfg.train.epochs):
-        if step >= total:
+        if step >= total or sel.stopped:
             break
         in_epoch = in_epoch0 if epoch == epoch0 else 0
         reader.set_epoch(epoch, in_epoch)
@@ -232,8 +239,10 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
                 window_loss, window_n, t_window, data_s_window = 0.0, 0, time.perf_counter(), it.seconds
             if has_val and cfg.train.val_every_steps and step % cfg.train.val_every_steps == 0 and step < total:
                 _detach(pipeline)
-                val_metrics = validate(f"step {step}")
+                val_metrics = validate(f"step {step}", epoch, in_epoch)
                 _attach(pipeline, built)
+                if sel.stopped:
+                    break
             every = cfg.train.checkpoint_every_steps
             if every and step % every == 0 and step < total:
                 path = out / "checkpoints" / f"step_{step:08d}"
@@ -247,7 +256,10 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
                 t_window += seconds  # keep checkpoint time out of samples/s
         _detach(pipeline)
         if has_val and not cfg.train.val_every_steps:
-            val_metrics = validate(f"epoch {epoch}", epoch=epoch)
+            val_metrics = validate(f"epoch {epoch}", epoch, in_epoch)
+    if has_val and cfg.train.val_every_steps and sel.needs_final_validation(step):
+        epoch_end, in_epoch_end = divmod(step, steps_per_epoch)
+        val_metrics = validate(f"step {step}", epoch_end, in_epoch_end)
     bar.close()
     train_seconds = time.perf_counter() - t_start
     rows_done = (step - start_step) * cfg.data.batch_size
@@ -256,9 +268,8 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
                               "world_size": env.world_size}
     if val_metrics:
         result["val"] = val_metrics
-    if "test" in built.metadata.splits and built.metadata.splits["test"].rows > 0:
-        result["test"] = evaluate_split(built, cfg, env, "test")
-        tb.add(step, **{"test/auc": result["test"]["auc"], "test/logloss": result["test"]["logloss"]})
+    result.update(sel.summary())
+    result["model_size"] = model_size(built, cfg.model.embedding_dtype)
     arch = built.model.dense_arch
     if hasattr(arch, "export_architecture") and env.is_main:
         (out / "architecture.json").write_text(json.dumps(arch.export_architecture(), indent=2))
@@ -267,6 +278,11 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
         epoch_end, in_epoch_end = divmod(step, steps_per_epoch)
         checkpoint(out / "checkpoint", epoch_end, in_epoch_end)
         result["checkpoint"] = str(out / "checkpoint")
+    if cfg.train.test and "test" in built.metadata.splits and built.metadata.splits["test"].rows > 0:
+        # on the best checkpoint (after the final one is written: loading the best replaces the live weights)
+        result.update(sel.prepare_test(step, lambda p: load_checkpoint(built, p, cfg=cfg, restore_rng=False)))
+        result["test"] = evaluate_split(built, cfg, env, "test")
+        tb.add(step, **{"test/auc": result["test"]["auc"], "test/logloss": result["test"]["logloss"]})
     mlog.write(event="end", **result)
     tb.close()
     if env.is_main:

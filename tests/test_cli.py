@@ -154,13 +154,23 @@ def test_overrides_may_follow_options():
 
 # -- every numeric option range-checked, the message naming where the value was set ------------------------------
 def _field_types():
-    """'section.key' -> its type hint, for every field of every config section."""
+    """'section.key' (or 'section.sub.key') -> its type hint, for every field of every config section."""
+    import dataclasses
     import typing
 
     from recsys_dist.config import JobConfig
 
-    return {f"{sec}.{name}": hint for sec, cls in typing.get_type_hints(JobConfig).items()
-            for name, hint in typing.get_type_hints(cls).items()}
+    out = {}
+
+    def walk(cls, prefix):
+        for name, hint in typing.get_type_hints(cls).items():
+            if dataclasses.is_dataclass(hint):
+                walk(hint, f"{prefix}{name}.")
+            else:
+                out[f"{prefix}{name}"] = hint
+
+    walk(JobConfig, "")
+    return out
 
 
 def _numeric(hint) -> bool:

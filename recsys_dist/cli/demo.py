@@ -92,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
     t = _step(5, "evaluate the checkpoint in 1 process (resharded from the 2-rank plan)")
     from recsys_dist.evaluate import evaluate
 
-    ev = evaluate(cfg, Path(cfg.train.out_dir) / "checkpoint", "test")
+    from recsys_dist.early_stopping import default_checkpoint
+
+    ev = evaluate(cfg, default_checkpoint(cfg.train.out_dir), "test")  # the one train tested (the best)
     print(f"  [{time.perf_counter() - t:.1f}s]")
 
     print("\n=== recsys-dist demo ===")

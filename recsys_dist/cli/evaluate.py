@@ -1,6 +1,6 @@
 """AUC / logloss of a trained checkpoint on a data split.
 
-    recsys-dist evaluate --run-dir runs/demo/train        # the run's own config.yaml and checkpoint/
+    recsys-dist evaluate --run-dir runs/demo/train        # the run's config.yaml and best (else final) checkpoint
     recsys-dist evaluate --run-dir runs/x --split val data.eval_batch_size=4096
     recsys-dist evaluate --run-dir runs/x --predictions runs/x/test_predictions.parquet   # + per-row predictions
     torchrun --standalone --nproc_per_node 2 -m recsys_dist.cli evaluate --run-dir runs/x
@@ -21,9 +21,10 @@ from recsys_dist.preflight import check_job
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run-dir", dest="run", help="a train run folder (its config.yaml and checkpoint/ are used)")
+    p.add_argument("--run-dir", dest="run", help="a train run folder (its config.yaml and checkpoints are used)")
     p.add_argument("--run", dest="run", help=argparse.SUPPRESS)  # old spelling; torchrun takes it for --run-path
-    p.add_argument("--checkpoint", help="checkpoint folder (default: RUN/checkpoint)")
+    p.add_argument("--checkpoint", help="checkpoint folder (default: RUN/best_checkpoint, the best validation, "
+                   "if the run kept one; else RUN/checkpoint, the last step)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--data", help="prepared dataset folder (data.dir), if not the run's")
     p.add_argument("--predictions", metavar="OUT.parquet",
@@ -38,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
         config = str(Path(args.run) / "config.yaml")
     overrides = list(args.overrides) + ([f"data.dir={args.data}"] if args.data else [])
     cfg = load_config(config, overrides)
-    checkpoint = args.checkpoint or str(Path(args.run or cfg.train.out_dir) / "checkpoint")
+    from recsys_dist.early_stopping import default_checkpoint
+
+    checkpoint = args.checkpoint or str(default_checkpoint(args.run or cfg.train.out_dir))
     if not Path(checkpoint).is_dir():
         raise ConfigError(f"checkpoint {checkpoint}: not found (expected the checkpoint/ folder of a train run)")
     check_job(cfg, world_size(), splits=[args.split], checkpoints=[Path(checkpoint)])  # plans afresh: no plan file
@@ -48,3 +51,4 @@ def run(args: argparse.Namespace) -> int:
     if is_rank0():
         print_json(result)
     return 0
+
