@@ -1,4 +1,4 @@
-"""`recsys-dist`: one subcommand per module in this package (synth, prepare, plan, train, evaluate, demo).
+"""`recsys-dist`: one subcommand per module in this package (synth, prepare, plan, train, evaluate, compare, demo).
 
 Every subcommand takes `--config FILE.yaml` and `section.key=value` overrides (recsys_dist.config), and checks
 the whole configuration before it starts any work. Commands parse the same under torchrun / torchx as in one
@@ -25,6 +25,7 @@ COMMANDS = {
     "plan": "sharding plan + report for this or a hypothetical cluster",
     "train": "train (one process, or one rank of a torchrun / torchx job)",
     "evaluate": "AUC / logloss of a checkpoint on a data split",
+    "compare": "train several arches / configs x seeds on one dataset -> a Markdown + HTML leaderboard",
     "demo": "the embedded default: synth -> prepare -> plan -> 2-rank training -> evaluate, on this machine",
 }
 
