@@ -38,7 +38,20 @@ def _step(n: int, title: str) -> float:
     return time.perf_counter()
 
 
+LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                    "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _leave_launch() -> None:
+    """Started by torchrun / torchx: run as one process (the demo's own torchrun and its evaluate step must not
+    join the launch's process group, whose other ranks have already left)."""
+    for key in list(os.environ):
+        if key in LAUNCH_VARIABLES or key.startswith("TORCHELASTIC_"):
+            del os.environ[key]
+
+
 def run(args: argparse.Namespace) -> int:
+    _leave_launch()
     if args.config is None:
         args.config = str(resources.files("recsys_dist") / "presets" / "demo.yaml")
     cfg = config_from_args(args)
