@@ -29,9 +29,10 @@ DIGITS = "0123456789"
 
 
 # -- the oracle -----------------------------------------------------------------------------------------------
-def judge(raw: bytes) -> Tuple[Optional[str], Optional[str]]:
-    """(kind, field) of a raw line (without its LF), (None, None) for a good one."""
-    if raw.endswith(b"\r"):
+def judge(raw: bytes, had_lf: bool = True) -> Tuple[Optional[str], Optional[str]]:
+    """(kind, field) of a raw line (without its LF; `had_lf` False for a last line without one), (None, None) for a
+    good one."""
+    if raw.endswith(b"\r") and had_lf:
         raw = raw[:-1]
     try:
         text = raw.decode("utf-8")

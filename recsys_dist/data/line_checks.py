@@ -59,21 +59,24 @@ class LineIndex:
 
 
 def utf8_error_offsets(d: np.ndarray) -> np.ndarray:
-    """Start offsets of the byte sequences where strict UTF-8 decoding of `d` fails (as UnicodeDecodeError.start:
-    the lead byte of a truncated or out-of-range sequence, else the stray byte). Sorted, vectorized."""
-    x = np.concatenate([d, np.zeros(3, dtype=np.uint8)])  # ASCII padding: a sequence cut by the end fails there
+    """Offsets where strict UTF-8 decoding of `d` fails, each at the start of the bad sequence (as
+    UnicodeDecodeError.start: a lead byte whose continuation bytes are missing or out of range, or a byte that
+    cannot start a sequence). Sorted, vectorized."""
+    n = d.size
+    if not n:
+        return np.zeros(0, dtype=np.int64)
+    x = np.concatenate([d, np.zeros(3, dtype=np.uint8)])  # ASCII padding: a sequence cut by the end fails
     follow = _FOLLOW[x]
     cont = (x & 0xC0) == 0x80
-    by = np.zeros(x.size, dtype=np.int8)  # a continuation byte belongs here: the distance to the lead asking it
-    for k in (3, 2, 1):  # the nearest lead wins
-        by[k:][follow[:-k] >= k] = k
-    stray = (_NEVER[x] | (cont & (by == 0)))[: d.size]
-    missing = (~cont & (by > 0))[: d.size + 1]  # a sequence ends early: it fails at its lead
-    second = np.zeros(x.size, dtype=bool)
-    second[1:] = cont[1:] & ((x[1:] < _SECOND_LO[x[:-1]]) | (x[1:] > _SECOND_HI[x[:-1]]))
-    starts = np.concatenate([np.flatnonzero(stray), (np.flatnonzero(missing) - by[: d.size + 1][missing]),
-                             np.flatnonzero(second[: d.size]) - 1])
-    return np.unique(starts)
+    f = follow[:n]
+    bad_lead = (f >= 1) & ~cont[1: n + 1] | (f >= 2) & ~cont[2: n + 2] | (f >= 3) & ~cont[3: n + 3]
+    bad_lead |= cont[1: n + 1] & ((x[1: n + 1] < _SECOND_LO[x[:n]]) | (x[1: n + 1] > _SECOND_HI[x[:n]]))
+    owned = np.zeros(n, dtype=bool)  # a continuation byte that a lead before it asks for
+    owned[1:] |= follow[: n - 1] >= 1
+    owned[2:] |= (follow[: max(n - 2, 0)] >= 2) & cont[1: max(n - 1, 1)]
+    owned[3:] |= (follow[: max(n - 3, 0)] >= 3) & cont[1: max(n - 2, 1)] & cont[2: max(n - 1, 2)]
+    stray = _NEVER[x[:n]] | (cont[:n] & ~owned)
+    return np.flatnonzero(bad_lead | stray)
 
 
 def line_defects(d: np.ndarray, index: LineIndex, check_utf8: bool) -> Tuple[np.ndarray, np.ndarray]:
@@ -97,5 +100,17 @@ def line_defects(d: np.ndarray, index: LineIndex, check_utf8: bool) -> Tuple[np.
         mark(CR, cr[after != 10])
     mark(NUL, np.flatnonzero(d == 0))
     if check_utf8:
-        mark(UTF8, utf8_error_offsets(d))
+        mark(UTF8, _utf8_errors_of_lines(d, index))
     return code, where
+
+
+def _utf8_errors_of_lines(d: np.ndarray, index: LineIndex) -> np.ndarray:
+    """utf8_error_offsets of the block, looking only at the lines that hold a non-ASCII byte (each with its LF,
+    an ASCII byte, so no sequence runs into the next line)."""
+    lines = np.unique(index.line_of(np.flatnonzero(d >= 0x80)))
+    if not lines.size:
+        return lines
+    start = index.start[lines]
+    size = np.minimum(index.term[lines] + 1, d.size) - start
+    offs = np.repeat(start - np.concatenate([[0], np.cumsum(size)[:-1]]), size) + np.arange(int(size.sum()))
+    return offs[utf8_error_offsets(d[offs])]
