@@ -141,3 +141,18 @@ def test_resume_keeps_choosing_like_an_uninterrupted_run_and_test_false(tmp_path
     assert [v["auc"] for v in _vals(tmp_path / "cut")] == pytest.approx([v["auc"] for v in _vals(tmp_path / "full")])
     [again] = run_on_ranks(_train, 1, (tmp_path / "data", tmp_path / "cut", ("train.test=false",)))
     assert again["steps"] == full["steps"] and again["resumed_from_step"] == full["steps"]  # a stopped run stays so
+
+
+def test_patience_without_val_is_a_config_error_and_evaluate_falls_back_to_the_final(tmp_path):
+    """Catches: early stopping silently off on a dataset without val rows; `evaluate --run-dir` of a run without a
+    (complete) best checkpoint scoring nothing or a partial folder instead of the final checkpoint."""
+    from recsys_dist.checkpoint import MARKER
+    from recsys_dist.config import ConfigError
+    from recsys_dist.early_stopping import default_checkpoint
+
+    with pytest.raises(ConfigError, match=r"train.early_stopping.patience=2 needs a val split"):
+        ModelSelection(TrainConfig(early_stopping=EarlyStoppingConfig(patience=2)), tmp_path, True, False)
+    (tmp_path / "best_checkpoint").mkdir()  # incomplete: no marker
+    assert default_checkpoint(tmp_path) == tmp_path / "checkpoint"
+    (tmp_path / "best_checkpoint" / MARKER).write_text("{}")
+    assert default_checkpoint(tmp_path) == tmp_path / "best_checkpoint"
