@@ -176,6 +176,26 @@ def test_truncated_gz_keeps_complete_lines_and_reports(tmp_path):
         prep(tmp_path, [f], strict=True)
 
 
+def test_cli_reports_a_damaged_file_apart_from_bad_rows(tmp_path, capsys):
+    """`recsys-dist prepare` on a cut .gz: stdout names the damaged file and its last line, stderr says the rows
+    up to it are kept, and the bad-row count stays 0."""
+    from recsys_dist.cli import main
+
+    data = ("\n".join(row(i % 2) for i in range(2000)) + "\n").encode()
+    blob = gzip.compress(data)
+    (tmp_path / "raw").mkdir()
+    f = tmp_path / "raw" / "train.txt.gz"
+    f.write_bytes(blob[: len(blob) // 2])
+    assert main(["prepare", "--input", str(f), "--out", str(tmp_path / "out"), "--workers", "1",
+                 "prepare.split=ratio"]) == 0
+    out, err = capsys.readouterr()
+    last = Metadata.load(tmp_path / "out").bad_rows["damaged_files"][0]["last_line"]
+    assert "bad rows skipped: 0" in out
+    assert f"damaged file: {f}: truncated gzip stream (the file ends early) after line {last}" in out
+    assert f"prepare: {f}: truncated gzip stream (the file ends early) after line {last} (" in err
+    assert "the rows up to it are kept" in err
+
+
 def test_day_split_halves_last_day(tmp_path):
     raw = tmp_path / "raw"
     for d, n in enumerate((4, 3, 5)):
