@@ -125,3 +125,31 @@ def test_registry_and_bad_arguments():
         DeepMRArch(_inputs(), width=10, num_heads=4)
     with pytest.raises(ValueError, match="attention_residual must be 'mul' or 'add'"):
         DeepMRArch(_inputs(), attention_residual="cat")
+
+
+def test_dropout_in_training_only_and_in_both_branches():
+    """Defect caught: the paper's dropout (0.35-0.45) missing from a branch, or still dropping units at eval."""
+    torch.manual_seed(0)
+    arch = DeepMRArch(ArchInputs(0, ("C1", "C2", "C3"), 8), width=8, num_heads=2, num_dnn_layers=1, dropout=0.5)
+    with torch.no_grad():  # ReZero alphas off 0 so the dropped activations reach the output
+        arch.dnn.alpha.fill_(1.0)
+        arch.attention[0].alpha.fill_(1.0)
+    e = torch.rand(64, 3, 8)
+    arch.train()
+    o_sa1, o_dnn1 = arch.branches(torch.zeros(64, 0), e)
+    o_sa2, o_dnn2 = arch.branches(torch.zeros(64, 0), e)
+    assert not torch.allclose(o_sa1, o_sa2) and not torch.allclose(o_dnn1, o_dnn2)  # fresh masks each call
+    arch.eval()
+    assert torch.equal(arch(torch.zeros(64, 0), e), arch(torch.zeros(64, 0), e))
+    with pytest.raises(ValueError, match="dropout"):
+        DeepMRArch(ArchInputs(0, ("C1",), 8), width=8, num_heads=2, dropout=1.0)
+
+
+@pytest.mark.parametrize("name", ["deepmr_criteo_kaggle", "deepmr_criteo_terabyte"])
+def test_presets_use_the_papers_dropout(name):
+    from pathlib import Path
+
+    from recsys_dist.config import load_config
+
+    cfg = load_config(Path(__file__).parent.parent / "configs" / f"{name}.yaml")
+    assert cfg.model.arch_args["dropout"] == 0.35  # Frappe / LastFM's best (Sec. 4.1.3)
