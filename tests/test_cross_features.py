@@ -144,3 +144,24 @@ def test_no_filter_table_is_the_bucket_space(tmp_path):
     assert all(out[t.feature].max() < t.num_embeddings for t in tables)
     with pytest.raises(ConfigError, match="cross_table_rows"):
         cross_features(_cfg(tmp_path, "data.cross_pairs=all", "data.cross_table_rows=0"), md)
+
+
+def test_a_cross_with_a_rare_base_value_is_rare(tmp_path):
+    """Defect caught: crosses built after the base fields' OOV step, so (OOV_a, v_b) pools every rare value of a
+    with v_b, passes the count and gets its own row (the paper counts crosses on raw values: a cross holding a
+    value seen < 20 times is seen < 20 times). Vocab fields (id 1 = OOV) only; hashed fields are unchanged."""
+    md = write_dataset(tmp_path, {"train": 400}, vocab=(4, 5, 6), num_dense=0, seed=7)
+    md.sparse_features[0].encoding = "vocab"  # s0: id 1 is its OOV id; s1, s2 stay hashed (no OOV id)
+    md.save(tmp_path)
+    rows = _train_rows(tmp_path, md)
+    tables, transform = cross_features(_cfg(tmp_path, "data.cross_pairs=all", "data.cross_min_count=3"), md)
+    out = transform(rows)
+    pairs = list(zip(rows["s0"].tolist(), rows["s1"].tolist()))
+    counts = Counter(pairs)
+    assert any(a == 1 and counts[(a, b)] >= 3 for a, b in pairs)  # the case: a frequent cross with an OOV side
+    for k, (a, b) in enumerate(pairs):
+        assert (out["s0xs1"][k] == 0) == (a == 1 or counts[(a, b)] < 3), (a, b, counts[(a, b)])
+    kept = {v for v, c in counts.items() if c >= 3 and v[0] != 1}
+    assert tables[0].num_embeddings == 1 + len(kept)  # OOV-side crosses take no row
+    s12 = Counter(zip(rows["s1"].tolist(), rows["s2"].tolist()))  # two hashed fields: every frequent cross kept
+    assert tables[2].num_embeddings == 1 + sum(c >= 3 for c in s12.values())

@@ -33,9 +33,12 @@ from recsys_dist.data.metadata import Metadata
 log = logging.getLogger("recsys_dist")
 
 
+COUNT_RULE = 2  # 2: crosses with an OOV side are not counted (raw-value counting, cross_features); in the key
+
+
 def counts_dir(root: Path, md: Metadata, min_count: int) -> Path:
     train = md.split("train")
-    key = json.dumps({"files": train.files, "rows": train.rows_per_file}, sort_keys=True)
+    key = json.dumps({"files": train.files, "rows": train.rows_per_file, "rule": COUNT_RULE}, sort_keys=True)
     fp = hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
     return root / "cross_counts" / f"{fp}-min{min_count}"
 
@@ -68,7 +71,9 @@ def count_frequent(root: Path, md: Metadata, pairs: Sequence[CrossPair], min_cou
             t = f.read_row_group(g, columns=columns)
             ids = {c: t.column(c).to_numpy().astype(np.int64, copy=False) % rows_of[c] for c in columns}
             for p in pairs:
-                u, c = np.unique(p.bucket(ids[p.a], ids[p.b]), return_counts=True)
+                bucket = p.bucket(ids[p.a], ids[p.b])
+                rare_side = p.has_oov_side(ids[p.a], ids[p.b])
+                u, c = np.unique(bucket if rare_side is None else bucket[~rare_side], return_counts=True)
                 cnt = counts[p.name]
                 cnt[u] = np.minimum(cnt[u].astype(np.int64) + c, min_count).astype(dtype)
     return {name: np.flatnonzero(cnt >= min_count).astype(np.int64) for name, cnt in counts.items()}

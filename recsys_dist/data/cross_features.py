@@ -13,6 +13,12 @@ Without frequency filtering the table has S rows and id = bucket. With `data.cro
 pass over the train split (recsys_dist.data.cross_counts) keeps the buckets seen >= N times; the table then has
 1 + #frequent rows: id 0 is the pair's OOV id (rare crosses), frequent buckets get ids 1.. in bucket order.
 
+Counting on raw values (OptInter Sec. III-B: crosses seen < 20 times are OOV): a base field prepared with a
+vocabulary has already sent its rare values to its OOV id (1), so (OOV_i, v_j) would pool every rare value of i
+with v_j and could pass the count. A cross with an OOV side is therefore OOV itself, and is not counted. This is
+the raw-value count exactly when prepare.min_count <= data.cross_min_count (the paper: 20 and 20): a value seen
+< min_count times cannot be in a cross seen more often.
+
 Pairs (`data.cross_pairs`): "all" (every pair of single-valued sparse features: 325 for Criteo's 26), a list of
 "Ci,Cj" strings, or the path of a searched-architecture JSON (recsys_dist.models.optinter): only its memorized
 pairs get tables. Feature (and table) names are "CixCj" (table "t_CixCj").
@@ -58,13 +64,25 @@ def pair_seed(a: str, b: str) -> np.uint64:
 
 @dataclass(frozen=True)
 class CrossPair:
-    """One pair of base features and its bucket space."""
+    """One pair of base features and its bucket space; oov_a / oov_b: the base fields' OOV id (None: no OOV id,
+    e.g. hashed fields)."""
 
     a: str
     b: str
     rows_a: int
     rows_b: int
     buckets: int  # S
+    oov_a: Optional[int] = None
+    oov_b: Optional[int] = None
+
+    def has_oov_side(self, ids_a: np.ndarray, ids_b: np.ndarray) -> Optional[np.ndarray]:
+        """bool [b]: the row's value of a or b is its field's OOV id (None if neither field has one)."""
+        out = None
+        for oov, ids in ((self.oov_a, ids_a), (self.oov_b, ids_b)):
+            if oov is not None:
+                hit = ids == oov
+                out = hit if out is None else out | hit
+        return out
 
     @property
     def name(self) -> str:
@@ -84,8 +102,19 @@ class CrossPair:
         return (h % np.uint64(self.buckets)).astype(np.int64)
 
 
-def make_pairs(names: Sequence[Tuple[str, str]], rows: Dict[str, int], cap: int) -> List[CrossPair]:
-    return [CrossPair(a, b, rows[a], rows[b], min(rows[a] * rows[b], cap)) for a, b in names]
+VOCAB_OOV_ID = 1  # vocab-encoded fields (Criteo and own-data prepares): 0 empty, 1 OOV, 2.. kept values
+
+
+def make_pairs(names: Sequence[Tuple[str, str]], rows: Dict[str, int], cap: int,
+               oov: Optional[Dict[str, Optional[int]]] = None) -> List[CrossPair]:
+    oov = oov or {}
+    return [CrossPair(a, b, rows[a], rows[b], min(rows[a] * rows[b], cap), oov.get(a), oov.get(b))
+            for a, b in names]
+
+
+def oov_ids(md: Metadata) -> Dict[str, Optional[int]]:
+    """The OOV id of each sparse feature (vocab encoding), else None."""
+    return {f.name: VOCAB_OOV_ID if f.encoding == "vocab" else None for f in md.sparse_features}
 
 
 class CrossTransform:
@@ -120,7 +149,12 @@ class CrossTransform:
             if isinstance(ia, tuple) or isinstance(ib, tuple):
                 raise ValueError(f"cross {p.name}: multi-valued features cannot be crossed")
             bucket = p.bucket(ia, ib)
-            out[p.name] = bucket if self.frequent is None else frequent_ids(bucket, self.frequent[p.name])
+            if self.frequent is None:
+                out[p.name] = bucket
+                continue
+            ids = frequent_ids(bucket, self.frequent[p.name])
+            rare_side = p.has_oov_side(np.asarray(ia), np.asarray(ib))
+            out[p.name] = ids if rare_side is None else np.where(rare_side, 0, ids)
         return out
 
 
@@ -206,7 +240,7 @@ def cross_features(cfg, md: Metadata):
     clash = sorted(set(md.sparse_names) & {cross_name(a, b) for a, b in names})
     if clash:
         raise ConfigError(f"data.cross_pairs: cross feature name(s) {clash} already name features of the dataset")
-    pairs = make_pairs(names, md.table_rows(cfg.model.max_rows_per_table), cfg.data.cross_table_rows)
+    pairs = make_pairs(names, md.table_rows(cfg.model.max_rows_per_table), cfg.data.cross_table_rows, oov_ids(md))
     frequent = None
     if cfg.data.cross_min_count > 1:
         from recsys_dist.data.cross_counts import frequent_buckets
