@@ -59,7 +59,6 @@ def build_optimizer(model: nn.Module, arch_params: Iterable[nn.Parameter], cfg: 
     parts: List[Any] = [model.fused_optimizer]
     parts.append(("dense", KeyedOptimizerWrapper(
         dense, lambda ps: _torch_optimizer(cfg.dense, list(ps), cfg.dense_lr, cfg.dense_eps, cfg.weight_decay))))
-    if arch:
-        parts.append(("arch", KeyedOptimizerWrapper(
-            arch, lambda ps: torch.optim.Adam(list(ps), lr=cfg.arch_lr, betas=(0.5, 0.999)))))
+    if arch:  # Adam's default betas, as both search codes (OptInter CriteoSearch.py, OptFusion train/search.py)
+        parts.append(("arch", KeyedOptimizerWrapper(arch, lambda ps: torch.optim.Adam(list(ps), lr=cfg.arch_lr))))
     return CombinedOptimizer(parts)

@@ -43,3 +43,29 @@ def write_dataset(root: Path, rows: Dict[str, int], rows_per_file: int = 100, ro
     md = Metadata(dense_features=dense, sparse_features=sparse, splits=splits, dense_transform="none")
     md.save(root)
     return md
+
+
+PAIR_FIELDS, PAIR_VOCAB, PLANTED_PAIRS = 6, 8, (("s0", "s3"), ("s2", "s5"))
+
+
+def write_planted_pairs(root: Path, rows: Dict[str, int], seed: int = 0) -> None:
+    """PAIR_FIELDS categorical fields, uniform ids; the logit is the sum over PLANTED_PAIRS of a random +-1 table
+    T[v_a, v_b] with row and column means removed (no main effects: only the pair's cross carries the signal)."""
+    rng = np.random.default_rng(seed)
+    tables = {}
+    for pair in PLANTED_PAIRS:
+        t = rng.choice([-1.0, 1.0], (PAIR_VOCAB, PAIR_VOCAB))
+        t = t - t.mean(0, keepdims=True) - t.mean(1, keepdims=True) + t.mean()
+        tables[pair] = 3.0 * t / t.std()
+    splits = {}
+    for split, n in rows.items():
+        (root / split).mkdir(parents=True, exist_ok=True)
+        ids = {f"s{k}": rng.integers(0, PAIR_VOCAB, n) for k in range(PAIR_FIELDS)}
+        logit = sum(tab[ids[a], ids[b]] for (a, b), tab in tables.items())
+        cols = {"label": pa.array((rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int8)),
+                "d0": pa.array(rng.random(n).astype(np.float32))}
+        cols.update({k: pa.array(v.astype(np.int64)) for k, v in ids.items()})
+        pq.write_table(pa.table(cols), root / f"{split}/part-0.parquet", row_group_size=1024)
+        splits[split] = SplitInfo([f"{split}/part-0.parquet"], n, [n])
+    Metadata(dense_features=["d0"], sparse_features=[SparseFeature(f"s{k}", PAIR_VOCAB) for k in range(PAIR_FIELDS)],
+             splits=splits, dense_transform="none").save(root)

@@ -247,6 +247,8 @@ def test_export_import_round_trip_and_retrain_equals_search(tmp_path, mode):
     path = tmp_path / "architecture.json"
     path.write_text(json.dumps(exported))
     loaded = FusionArchitecture.load(path)
+    run_only = ("selection_steps", "warnings")  # facts of the selection run, not of the architecture
+    exported = {k: v for k, v in exported.items() if k not in run_only}
     assert loaded.to_dict() == exported  # round trip
     alpha = search.alpha.detach()
     assert set(loaded.edges) == {e for e, a in zip(search.space.edges, alpha.tolist()) if a > 0}
@@ -257,7 +259,7 @@ def test_export_import_round_trip_and_retrain_equals_search(tmp_path, mode):
 
     torch.set_default_dtype(torch.float64)  # the fixed op weights p_j are built as float64 too
     try:
-        retrain = OptFusionArch(search.inputs, architecture=str(path), mode=mode)
+        retrain = OptFusionArch(search.inputs, architecture=str(path), mode=mode, allow_immature=True)
     finally:
         torch.set_default_dtype(torch.float32)
     assert retrain.architecture_parameters() == []
@@ -305,7 +307,8 @@ def test_search_shape_and_gradients_reach_every_parameter(cross_type, num_dense)
 @pytest.mark.parametrize("mode", ["soft", "hard"])
 def test_retrain_shape_and_gradients_reach_every_parameter(mode):
     search = _search_arch(n=3, cross_type="crossnetv2").float()
-    arch = OptFusionArch(search.inputs, architecture=search.export_architecture(), mode=mode)
+    arch = OptFusionArch(search.inputs, architecture=search.export_architecture(), mode=mode,
+                         allow_immature=True)  # random beta: some margins are small
     dense, emb = (t.float() for t in _batch(search.inputs, B=8))
     out = arch(dense, emb)
     assert out.shape == (8,)

@@ -1,23 +1,27 @@
 """Issue 7's acceptance: OptFusion's selection stage and the Soft and Hard retraining of the exported
 architecture.json, each trained sharded on 2 gloo ranks, reach the planted-signal generator's AUC within 0.02.
 
-tests/planted.py's one fixed setting, plus the OptFusion preset's architecture learning rate (configs/
-optfusion_criteo_kaggle.yaml, Adam 1e-3) and, to stay CPU-frugal, n = 1 cross and deep component and embedding
+tests/planted.py's one fixed setting, plus the OptFusion preset's architecture learning rate and alpha init
+(configs/optfusion_criteo_kaggle.yaml: Adam 0.3, 0.5, the authors' search.sh) and, to stay CPU-frugal, n = 1 cross and deep component and embedding
 dim 8 (the planted pairs have latent dim 4): every deep component is dim_emb x num_fields = 8 x 39 wide (the
 paper's width rule). All planted runs share one 2-rank process group (conftest.planted_results); the retrain runs
 read the architecture.json the selection run wrote (planted.Exported)."""
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from planted import Exported, PlantedRun, format_table
 
 pytestmark = pytest.mark.slow  # one shared ~4-minute 2-rank training session (conftest.planted_results)
 
-OPTFUSION = ["model.embedding_dim=8", "optim.arch_lr=0.001"]
+_PRESET = yaml.safe_load((Path(__file__).parent.parent / "configs" / "optfusion_criteo_kaggle.yaml").read_text())
+OPTFUSION = ["model.embedding_dim=8", f"optim.arch_lr={_PRESET['optim']['arch_lr']}"]
 PLANTED_RUNS = [
-    PlantedRun("select", "optfusion", {"num_components": 1, "cross_type": "crossnet"}, OPTFUSION),
+    PlantedRun("select", "optfusion", {"num_components": 1, "cross_type": "crossnet",
+                                       "alpha_init": _PRESET["model"]["arch_args"]["alpha_init"]}, OPTFUSION),
     PlantedRun("soft", "optfusion", {"architecture": Exported("select"), "mode": "soft"}, OPTFUSION),
     PlantedRun("hard", "optfusion", {"architecture": Exported("select"), "mode": "hard"}, OPTFUSION),
 ]

@@ -27,7 +27,7 @@ def _select_then_retrain(rank, world, root, tmp):
     dist.barrier()  # rank 0 has written architecture.json
     path = str(tmp / "search" / "architecture.json")
     soft = train(_cfg(root, tmp / "soft", {"architecture": path, "mode": "soft"}))
-    hard = train(_cfg(root, tmp / "hard", {"architecture": path, "mode": "hard"}))
+    hard = train(_cfg(root, tmp / "hard", {"architecture": path, "mode": "hard", "allow_immature": True}))  # 8 steps
     return search, soft, hard
 
 

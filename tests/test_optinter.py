@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dist_harness import run_on_ranks
+from prepared_fixtures import PAIR_FIELDS, PAIR_VOCAB, PLANTED_PAIRS, write_planted_pairs
 from recsys_dist.config import load_config
 from recsys_dist.data.metadata import Metadata, SparseFeature, SplitInfo
 from recsys_dist.models.arch import ArchInputs
@@ -113,36 +114,13 @@ def test_arch_input_is_e_o_then_e_b():
 
 
 # -- data with planted pairs -----------------------------------------------------------------------------------
-FIELDS, VOCAB, PLANTED = 6, 8, (("s0", "s3"), ("s2", "s5"))
-
-
-def write_planted(root, rows, seed=0):
-    """FIELDS categorical fields, uniform ids; the logit is the sum over PLANTED pairs of a random +-1 table
-    T[v_a, v_b] with row and column means removed (no main effects: only the pair's cross carries the signal)."""
-    rng = np.random.default_rng(seed)
-    tables = {}
-    for pair in PLANTED:
-        t = rng.choice([-1.0, 1.0], (VOCAB, VOCAB))
-        t = t - t.mean(0, keepdims=True) - t.mean(1, keepdims=True) + t.mean()
-        tables[pair] = 3.0 * t / t.std()
-    splits = {}
-    for split, n in rows.items():
-        (root / split).mkdir(parents=True, exist_ok=True)
-        ids = {f"s{k}": rng.integers(0, VOCAB, n) for k in range(FIELDS)}
-        logit = sum(tab[ids[a], ids[b]] for (a, b), tab in tables.items())
-        cols = {"label": pa.array((rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int8)),
-                "d0": pa.array(rng.random(n).astype(np.float32))}
-        cols.update({k: pa.array(v.astype(np.int64)) for k, v in ids.items()})
-        pq.write_table(pa.table(cols), root / f"{split}/part-0.parquet", row_group_size=1024)
-        splits[split] = SplitInfo([f"{split}/part-0.parquet"], n, [n])
-    Metadata(dense_features=["d0"], sparse_features=[SparseFeature(f"s{k}", VOCAB) for k in range(FIELDS)],
-             splits=splits, dense_transform="none").save(root)
+FIELDS, VOCAB, PLANTED = PAIR_FIELDS, PAIR_VOCAB, PLANTED_PAIRS
 
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     root = tmp_path_factory.mktemp("planted")
-    write_planted(root, {"train": 8192, "test": 1000})
+    write_planted_pairs(root, {"train": 8192, "test": 1000})
     return root
 
 

@@ -24,7 +24,9 @@ Args:
     num_components: n (default 3; in retrain taken from the architecture file).
     cross_type: crossnet (default) | crossnetv2 | cin (in retrain taken from the architecture file).
     architecture: None (selection stage), or an exported architecture (JSON path or dict) to retrain.
-    mode: soft | hard, retrain only (default soft).
+    mode: soft | hard, retrain only (default soft). Hard refuses a selection whose operation for some live
+        component is undecided (`FusionArchitecture.immature`: top two weights within MIN_OP_MARGIN), naming the
+        components; `allow_immature=True` retrains it anyway.
     alpha_init: initial alpha of every edge (paper: 0.5).
     deep_batch_norm, deep_dropout: options of the deep components.
 
@@ -50,7 +52,8 @@ from recsys_dist.models.arch import ArchInputs, DenseArch
 from recsys_dist.models.fusion_ops import MixedFusion
 from recsys_dist.models.numeric_fields import NumericFields
 from recsys_dist.models.optfusion_components import DeepComponent, make_cross_component
-from recsys_dist.models.optfusion_dag import CROSS_TYPES, OPS, FusionArchitecture, FusionSpace, edge_key
+from recsys_dist.models.optfusion_dag import (CROSS_TYPES, MIN_OP_MARGIN, OPS, FusionArchitecture, FusionSpace,
+                                              edge_key)
 
 
 class UnitStepSTE(torch.autograd.Function):
@@ -81,6 +84,7 @@ class OptFusionArch(DenseArch):
         alpha_init: float = 0.5,
         deep_batch_norm: bool = False,
         deep_dropout: float = 0.0,
+        allow_immature: bool = False,
     ) -> None:
         super().__init__(inputs)
         self.num_fields = inputs.num_sparse + inputs.num_dense
@@ -109,6 +113,8 @@ class OptFusionArch(DenseArch):
                 mode = "soft"
             if mode not in ("soft", "hard"):
                 raise ValueError(f"optfusion: mode must be soft or hard, got {mode!r}")
+            if mode == "hard" and not allow_immature and sel.immature():
+                _refuse_immature(sel, architecture)
             n, cross_type = sel.n, sel.cross_type
             self.selected, self.space = sel, sel.space
             live = sel.live_components()
@@ -148,6 +154,7 @@ class OptFusionArch(DenseArch):
                 first = edges.index((self._inputs[c][0], c))
                 self._edge_slice[c] = (first, first + len(self._inputs[c]))
             self._beta_row = {c: i for i, c in enumerate(self.space.op_components)}
+            self.register_buffer("selection_steps", torch.zeros((), dtype=torch.long))
 
     # ---- DenseArch ----
     def architecture_parameters(self) -> List[nn.Parameter]:
@@ -159,6 +166,9 @@ class OptFusionArch(DenseArch):
         if self.searching:
             mask = unit_step_ste(self.alpha)  # c(G_i, G_j) per valid edge, eq. 9-11
             p = torch.softmax(self.beta, dim=1)  # eq. 12
+            if self.training:
+                with torch.no_grad():
+                    self.selection_steps += 1
         for c in self._order:
             srcs = self._inputs[c]
             m = mask[self._edge_slice[c][0]:self._edge_slice[c][1]] if self.searching else None
@@ -202,6 +212,25 @@ class OptFusionArch(DenseArch):
             op_weights={c: p[i] for i, c in enumerate(self.space.op_components)},
             alpha={edge_key(e): a for e, a in zip(self.space.edges, alpha)})
         out = sel.to_dict()
+        out["selection_steps"] = int(self.selection_steps)
+        if sel.immature():
+            warnings.append(f"operation undecided (top two weights within {MIN_OP_MARGIN}) for "
+                            f"{', '.join(sel.immature())} after {int(self.selection_steps)} steps: "
+                            "retrain with mode soft, or select longer / with a larger optim.arch_lr")
         if warnings:
             out["warnings"] = warnings
         return out
+
+
+def _refuse_immature(sel: FusionArchitecture, source: Any) -> None:
+    from recsys_dist.config import ConfigError  # a config problem: the CLI reports it without a traceback
+
+    where = source if isinstance(source, (str, Path)) else "the architecture"
+    margins = sel.op_margins()
+    detail = "; ".join(f"{c}: {' '.join(f'{o} {w:.3f}' for o, w in zip(OPS, sel.op_weights[c]))}"
+                       for c in sel.immature())
+    raise ConfigError(
+        f"optfusion: mode hard: the selection in {where} has not decided the fusion operation of "
+        f"{', '.join(sel.immature())} (top two weights within {MIN_OP_MARGIN}: {detail}); Hard would keep an "
+        f"operation picked by noise (min margin {min(margins.values()):.4f}). Use mode: soft, select longer or "
+        "with a larger optim.arch_lr, or set model.arch_args.allow_immature=true to retrain it anyway")

@@ -38,6 +38,9 @@ OPS: Tuple[str, ...] = ("ADD", "PROD", "CONCAT", "ATT")  # Table 1, in the order
 CROSS_TYPES: Tuple[str, ...] = ("crossnet", "crossnetv2", "cin")  # Table 6
 FORMAT = "recsys-dist/optfusion-architecture"
 VERSION = 1
+# Hard retraining needs a decided operation: p(top) - p(second) >= this for every live component. Equal-init
+# weights (beta = 0) moved by noise for a few steps stay within ~0.01 of each other (tests/test_optfusion.py).
+MIN_OP_MARGIN = 0.05
 
 Edge = Tuple[str, str]
 
@@ -155,6 +158,27 @@ class FusionArchitecture:
         if not any(dst == "O" for _, dst in self.edges):
             raise ValueError(f"{source}: no edge into the output component O: the model would ignore its input")
 
+    def op_margins(self) -> Dict[str, float]:
+        """Per live component with inputs: how clearly one operation won, p(top) - p(second) over the operations
+        that compute different things on its inputs (with one input ADD, PROD and ATT all return it, so they
+        count as one choice against CONCAT). Near 0: the selection has not decided that component's operation."""
+        live = set(self.live_components())
+        out: Dict[str, float] = {}
+        for c, w in self.op_weights.items():
+            if c not in live or not self.inputs_of(c):
+                continue
+            by = dict(zip(OPS, w))
+            groups = ([by["ADD"] + by["PROD"] + by["ATT"], by["CONCAT"]] if len(self.inputs_of(c)) == 1
+                      else list(w))
+            top, second = sorted(groups, reverse=True)[:2]
+            out[c] = top - second
+        return out
+
+    def immature(self, min_margin: float = MIN_OP_MARGIN) -> List[str]:
+        """Live components whose operation the selection has not decided (margin < min_margin): OptFusion-Hard
+        would keep an operation picked by noise (argmax of near-equal weights)."""
+        return [c for c, m in self.op_margins().items() if m < min_margin]
+
     def hard_ops(self) -> Dict[str, str]:
         """OptFusion-Hard: the operation with the largest weight per component (Sec. 3.4.2)."""
         return {c: OPS[max(range(len(OPS)), key=lambda k: w[k])] for c, w in self.op_weights.items()}
@@ -183,6 +207,8 @@ class FusionArchitecture:
             "op_weights": {c: self.op_weights[c] for c in self.space.op_components},
             "hard_ops": {c: hard[c] for c in self.space.op_components},
             "live_components": list(self.live_components()),
+            "op_margins": {c: round(m, 6) for c, m in self.op_margins().items()},
+            "immature_components": self.immature(),
             "alpha": dict(self.alpha),
             "diagram": render_text(self).splitlines(),
         }
