@@ -4,15 +4,13 @@ cross tables (model and plan), and 2-rank OptInter-M == one process on the same 
 import json
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 
 from dist_harness import run_on_ranks
 from prepared_fixtures import PAIR_FIELDS, PAIR_VOCAB, PLANTED_PAIRS, write_planted_pairs
 from recsys_dist.config import load_config
-from recsys_dist.data.metadata import Metadata, SparseFeature, SplitInfo
+from recsys_dist.data.metadata import Metadata
 from recsys_dist.models.arch import ArchInputs
 from recsys_dist.models.optinter import CombinationBlock, LayerNormMLP, OptInterArch, split_features
 
