@@ -7,8 +7,10 @@ A checkpoint is a folder holding DCP's files plus two of ours:
   - `recsys_dist.json`, written last by rank 0: format, step, input position (epoch, step in epoch), the model's
     fingerprint (arch, tables), the world size, the config, and the size of every file (to catch truncation).
 Ranks write into `.<name>.tmp`; rank 0 renames it once every rank has finished, so a crash while writing leaves
-only a `.tmp` folder, which is never taken for a checkpoint. DCP reshards on load: a checkpoint of W ranks loads
-into any world size and any plan (model and optimizer state; RNG states only when the world size matches).
+only a `.tmp` folder, which is never taken for a checkpoint. A checkpoint of W ranks loads into any world size and
+any plan: DCP reshards by shard offsets, and recsys_dist.state_mapping plans the load from the checkpoint's
+metadata (a table that moved between data-parallel and fused kernels gets its optimizer state mapped or
+re-initialized, with one warning line); RNG states are restored only when the world size matches.
 
     save_checkpoint(built, run / "checkpoints" / "step_00000100", state, optimizer, scheduler)
     latest = find_latest(run)                  # newest complete checkpoint, or None
@@ -233,21 +235,41 @@ def verify(path: Path, fingerprint: Optional[Dict[str, Any]] = None) -> Dict[str
 # -- load ----------------------------------------------------------------------------------------------------
 def load_checkpoint(model: torch.nn.Module, path: Path, optimizer: Any = None, scheduler: Any = None,
                     fingerprint: Optional[Dict[str, Any]] = None, restore_rng: bool = True) -> Dict[str, Any]:
-    """Collective. Loads into this job's sharding (DCP reshards by shard offsets); returns recsys_dist.json."""
+    """Collective. Loads into this job's world size and plan, whatever the checkpoint's were (DCP reshards by shard
+    offsets; optimizer state of tables that changed kernel is mapped or re-initialized: recsys_dist.state_mapping,
+    one warning line). Returns recsys_dist.json, plus `optimizer_state`: which tables were mapped how."""
     import torch.distributed.checkpoint as dcp
+
+    from recsys_dist.state_mapping import MappingError, plan_load
 
     path = Path(path)
     info = verify(path, fingerprint)
     state = _state(model, optimizer, scheduler)
     try:
-        dcp.load(state, checkpoint_id=str(path))
+        saved = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+        plan = plan_load(state, saved)
+    except (MappingError, OSError, pickle.UnpicklingError, EOFError) as e:
+        raise CheckpointError(f"{path}: cannot load into this job ({e})") from None
+
+    def read(tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        dcp.load(tensors, checkpoint_id=str(path))
+        return tensors
+
+    try:
+        dcp.load(plan.direct, checkpoint_id=str(path))
+        plan.finish(read, int(info.get("step", 0)), scheduler)
     except Exception as e:  # DCP raises a CheckpointException carrying each rank's error
         raise CheckpointError(f"{path}: cannot load into this job ({type(e).__name__}: {str(e)[:800]})") from None
     model.load_state_dict(state["model"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optim"])
-    if scheduler is not None:
+    if scheduler is not None and plan.scheduler_saved:
         scheduler.load_state_dict(state["scheduler"])
+    info["optimizer_state"] = plan.summary() if optimizer is not None else None
+    warning = plan.warning() if optimizer is not None else None
+    if warning and _rank() == 0:
+        log.warning("%s (written by %s ranks, loaded on %d): %s", path, info.get("world_size"),
+                    dist.get_world_size() if dist.is_initialized() else 1, warning)
     world = dist.get_world_size() if dist.is_initialized() else 1
     if restore_rng and info.get("world_size") == world:
         rng_file = path / f"rng_rank{_rank()}.pt"

@@ -172,7 +172,7 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
             log.info("resuming from %s: step %d (epoch %d, step %d in it)", resume, step, epoch0, in_epoch0)
     if resume is not None:
         mlog.write(event="resume", step=step, epoch=epoch0, step_in_epoch=in_epoch0, checkpoint=str(resume),
-                   world_size=env.world_size)
+                   world_size=env.world_size, optimizer_state=info["optimizer_state"])
     else:
         mlog.write(event="start", world_size=env.world_size, device=str(env.device), steps=total, threads=threads,
                    config=to_dict(cfg))
