@@ -85,8 +85,8 @@ def test_classifier_eq_9_to_12():
         z = torch.relu(a @ lin.weight.T + lin.bias)  # eq. 9-10: LN(relu(W a + b))
         a = (z - z.mean(-1, keepdim=True)) / torch.sqrt(z.var(-1, unbiased=False, keepdim=True) + ln.eps)
         a = a * ln.weight + ln.bias  # eq. 11
-    logit = a @ mlp.out.weight.T + mlp.out.bias
-    assert torch.allclose(mlp(x), logit.squeeze(-1), atol=1e-5)  # eq. 12: y_hat = sigmoid(logit) in the loss
+    logit = a @ mlp.out.weight.T / 4 ** 0.5 + mlp.out.bias  # eq. 12, readout w / sqrt(width) (see LayerNormMLP)
+    assert torch.allclose(mlp(x), logit.squeeze(-1), atol=1e-5)  # y_hat = sigmoid(logit) in the loss
 
 
 def test_arch_input_is_e_o_then_e_b():

@@ -9,6 +9,7 @@ combination block (eq. 14-19) and the classifier (eq. 9-12).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -117,6 +118,11 @@ class LayerNormMLP(nn.Module):
     """OptInter's classifier (eq. 9-12): a^(l+1) = LN(relu(W^(l) a^(l) + b^(l))), a^0 = e; logit = w^T a^(h) + b
     (y_hat = sigmoid(logit), applied by the loss). Xavier-uniform weights, as the paper's setup.
 
+    With LN the readout is parametrized as logit = w^T a^(h) / sqrt(h_width) + b: the same functions, but an Adam
+    step (each w_i moves by ~lr) changes the logit by ~lr * sum|a_i| / sqrt(h_width) instead of ~lr * 0.8 * h_width
+    (LN makes every a_i of unit scale): at lr 6e-3 and width 700 that was ~3.4 per step, the loss reached 3-4
+    within 10 steps and search and retrain ended near a constant model (docs/optinter.md).
+
     Args:
         in_features: width of e; hidden: widths of the LN layers (e.g. [700] * 5); layer_norm: False drops LN.
     Shapes: forward(e [B, in_features]) -> logits [B].
@@ -137,13 +143,14 @@ class LayerNormMLP(nn.Module):
             width = h
         self.hidden = nn.Sequential(*layers)
         self.out = nn.Linear(width, 1)
+        self.readout_scale = 1.0 / math.sqrt(width) if layer_norm and hidden else 1.0
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
-        return self.out(self.hidden(e)).squeeze(-1)
+        return self.out(self.hidden(e) * self.readout_scale).squeeze(-1)
 
 
 def split_features(names: Sequence[str]) -> Tuple[List[str], Dict[str, Tuple[str, str]]]:
