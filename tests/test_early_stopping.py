@@ -156,3 +156,12 @@ def test_patience_without_val_is_a_config_error_and_evaluate_falls_back_to_the_f
     assert default_checkpoint(tmp_path) == tmp_path / "checkpoint"
     (tmp_path / "best_checkpoint" / MARKER).write_text("{}")
     assert default_checkpoint(tmp_path) == tmp_path / "best_checkpoint"
+
+
+def test_validation_every_n_steps_also_validates_the_last_step(tmp_path):
+    """Catches: with train.val_every_steps the final weights never validated, so they could never be chosen."""
+    _write(tmp_path / "data")
+    [r] = run_on_ranks(_train, 1, (tmp_path / "data", tmp_path / "run", ("train.epochs=1", "train.val_every_steps=5",
+                                                                        "train.early_stopping.patience=0")))
+    assert [v["step"] for v in _vals(tmp_path / "run")] == [5, 10, 15, 16] and r["steps"] == 16
+    assert r["best"]["step"] in (5, 10, 15, 16) and not r["stopped_early"]
