@@ -1,11 +1,15 @@
-"""How many intra-op (OpenMP) threads a rank uses when train.threads is not set: the cores free at start-up.
+"""How many intra-op (OpenMP) threads a rank uses when train.threads is not set.
 
-PyTorch's CPU kernels split work over OpenMP threads that meet at a barrier after every parallel region. With
-more runnable threads than cores (2 threads beside another busy process on 2 cores) a thread is often
-descheduled while the others spin-wait at the barrier for it, and a step takes several times longer (measured:
-benchmarks/bench_threads_eval.py, docs/benchmarks.md). One thread per rank has no barrier and only loses its
-share of the CPU. So the default is the cores of this process's CPU set shared out over this node's ranks, but
-no more than the cores that were idle when the job started (sampled from /proc/stat).
+PyTorch's CPU kernels split work over OpenMP threads that meet at a barrier after every parallel region. libgomp's
+default makes a thread that reaches the barrier first spin for a while. With more runnable threads than cores (2
+threads beside another busy process on 2 cores) one thread is often descheduled while the other spins on the core
+it needs: measured 19x slower than 1 thread (benchmarks/bench_threads_eval.py, docs/benchmarks.md section 8).
+With OMP_WAIT_POLICY=PASSIVE the waiting thread sleeps instead and 2 threads did not collapse. So:
+
+- `recsys_dist/__init__.py` sets OMP_WAIT_POLICY=PASSIVE unless the user chose a policy or torch was loaded
+  before recsys_dist (libgomp reads it once, at load);
+- with the passive policy in effect: the cores of this process's CPU set shared by this node's ranks;
+- without it: that share, but no more than the cores idle when the job started (sampled from /proc/stat).
 """
 
 from __future__ import annotations
@@ -47,11 +51,18 @@ def idle_cores(sample_s: float = 0.3) -> float:
     return (b[0] - a[0]) / total * (os.cpu_count() or 1)
 
 
-def default_threads(local_world_size: int, idle: Optional[float] = None) -> Tuple[int, str]:
-    """(threads per rank, why): the cores shared by this node's ranks, at most the idle cores' share, >= 1."""
+def default_threads(local_world_size: int, idle: Optional[float] = None,
+                    passive_wait: Optional[bool] = None) -> Tuple[int, str]:
+    """(threads per rank, why): the cores shared by this node's ranks; without OpenMP's passive wait policy at
+    most the idle cores' share; >= 1."""
+    import recsys_dist
+
     cores = cpu_cores()
     ranks = max(1, local_world_size)
     share = max(1, cores // ranks)
+    passive = recsys_dist.OMP_PASSIVE_WAIT if passive_wait is None else passive_wait
+    if passive:
+        return share, f"{cores} cores for {ranks} rank(s), OpenMP threads wait passively"
     idle = idle_cores() if idle is None else idle
     free = max(1, int(idle + 0.25) // ranks)
     n = min(share, free)
