@@ -16,6 +16,7 @@ eps 1e-8), same ids distribution (uniform per table: ours are written to Parquet
     .venv/bin/python benchmarks/bench_train_vs_torchrec.py            # 2 ranks x 1 thread (CPU, gloo)
     .venv/bin/python benchmarks/bench_train_vs_torchrec.py --small    # seconds: tiny tables, for smoke tests
     .venv/bin/python benchmarks/bench_train_vs_torchrec.py --set train.pipeline=base --set data.prefetch_batches=0
+    .venv/bin/python benchmarks/bench_train_vs_torchrec.py --set train.compile=true   # + compile time, break-even
 
 On a CUDA machine the same command runs unchanged: one rank per GPU, nccl, FBGEMM's fused CUDA kernels, and the
 planner may place tables in UVM / UVM caching when HBM is short (or force a kernel with --compute-kernel).
@@ -83,6 +84,10 @@ def build_ours(data_dir: str, s: Dict[str, Any], overrides: List[str], compute_k
     validate(cfg)
     env, _ = setup_process(cfg.train)
     built = build_sharded_model(cfg, env)
+    if cfg.train.compile:  # as train.py does
+        from recsys_dist.compile import compile_dense_arch
+
+        compile_dense_arch(built.model, cfg.train.compile_cache, env.device)
     optimizer = build_optimizer(built.dmp, built.model.dense_arch.architecture_parameters(), cfg.optim)
     reader = make_reader(cfg, built, env, "train")
     reader.set_epoch(0)
@@ -150,12 +155,20 @@ def _rank(rank: int, world: int, data_dir: str, s: Dict[str, Any], overrides: Li
     ref, ref_it, ref_plan, ref_pg = build_reference(s, rank, world, device, compute_kernel)
 
     window = common.step_window
-    window(ours, ours_it, s["warmup"], None)
+    t = time.perf_counter()
+    window(ours, ours_it, s["warmup"], None)  # with train.compile: the first step compiles
+    warmup_s = time.perf_counter() - t
     window(ref, ref_it, s["warmup"], ref_pg)
     times = common.alternate({"ours": lambda: window(ours, ours_it, s["steps"], None),
                               "reference": lambda: window(ref, ref_it, s["steps"], ref_pg)}, s["rounds"])
+    compile_s = None
+    if "train.compile=true" in overrides:
+        from recsys_dist.compile import compile_seconds
+
+        compile_s = compile_seconds()
     return {"times": times, "plans": {"ours": _plan_summary(ours_plan), "reference": _plan_summary(ref_plan)},
-            "threads": torch.get_num_threads(), "device": str(device)}
+            "threads": torch.get_num_threads(), "device": str(device), "warmup_s": warmup_s,
+            "compile_s": compile_s}
 
 
 def main(argv=None) -> float:
@@ -205,6 +218,12 @@ def main(argv=None) -> float:
     med, lo, hi = common.paired_ratio(ref, ours)
     print(f"samples/s: ours {s['batch'] / sorted(ours)[len(ours) // 2]:,.0f}, "
           f"reference {s['batch'] / sorted(ref)[len(ref) // 2]:,.0f} (medians)")
+    if r0["compile_s"] is not None:
+        ours_med, ref_med = sorted(ours)[len(ours) // 2], sorted(ref)[len(ref) // 2]
+        gain = ref_med - ours_med
+        print(f"compile: {r0['compile_s']:.1f} s (rank 0, within the {s['warmup']}-step warm-up of "
+              f"{r0['warmup_s']:.1f} s); " + (f"repaid after {r0['compile_s'] / gain:,.0f} steps against the "
+                                               f"reference loop" if gain > 0 else "not repaid against the reference"))
     print(f"ratio reference/ours step time (>= 1: ours at least as fast): {med:.3f} (min {lo:.3f}, max {hi:.3f})")
     return med
 

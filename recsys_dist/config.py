@@ -100,6 +100,8 @@ class TrainConfig:
     test: bool = True  # score the test split at the end (false: only `recsys-dist evaluate` does, when asked)
     keep_best: bool = True  # with a val split: keep best_checkpoint (the best validation) and test on it
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    compile: bool = False  # torch.compile (Inductor) of the dense arch; tables stay eager (recsys_dist/compile.py)
+    compile_cache: Optional[str] = None  # Inductor's cache across runs (None: $TORCHINDUCTOR_CACHE_DIR or ~/.cache/...)
 
 
 @dataclass

@@ -135,6 +135,10 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
     logging.basicConfig(level=logging.INFO if env.is_main else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
     built = build_sharded_model(cfg, env)
+    if cfg.train.compile:
+        from recsys_dist.compile import compile_dense_arch
+
+        compile_dense_arch(built.model, cfg.train.compile_cache, env.device)
     optimizer = build_optimizer(built.dmp, built.model.dense_arch.architecture_parameters(), cfg.optim)
     scheduler = _warmup(optimizer, cfg.optim.warmup_steps)
     reader = make_reader(cfg, built, env, "train")
@@ -266,6 +270,10 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
     result: Dict[str, Any] = {"steps": step, "resumed_from_step": start_step if resume is not None else None,
                               "train_seconds": train_seconds, "samples_per_s": rows_done / max(train_seconds, 1e-9),
                               "world_size": env.world_size}
+    if cfg.train.compile:
+        from recsys_dist.compile import compile_seconds
+
+        result["compile_seconds"] = compile_seconds()  # within train_seconds (the first step compiles)
     if val_metrics:
         result["val"] = val_metrics
     result.update(sel.summary())

@@ -5,9 +5,10 @@ oneDNN's GEMM, which torch ships and calls through `torch.ops.mkldnn._linear_poi
 the forward and the input gradient at the MLP shapes of these models (`benchmarks/bench_roofline.py`), and fuses
 the ReLU into the forward. The weight gradient stays on MKL (`mm`), which is as fast there.
 
-`linear` picks the oneDNN path only where it is exact fp32 training on CPU: fp32 tensors, autocast off, oneDNN
-built in. Everywhere else (CUDA, bf16 / autocast, no oneDNN) it is `F.linear` + ReLU, so the numbers are the
-same up to fp32 summation order. Backward: g' = g * 1[y > 0] (ReLU), dx = g' W, dW = g'^T x, db = sum_b g'.
+`linear` picks the oneDNN path only where it is exact fp32 eager training on CPU: fp32 tensors, autocast off,
+oneDNN built in, not under torch.compile (train.compile: Inductor cannot lower this op and picks its own GEMMs).
+Everywhere else (CUDA, bf16 / autocast, no oneDNN) it is `F.linear` + ReLU, so the numbers are the same up to
+fp32 summation order. Backward: g' = g * 1[y > 0] (ReLU), dx = g' W, dW = g'^T x, db = sum_b g'.
 
 Example:
     >>> x, w, b = torch.randn(4, 3), torch.randn(2, 3), torch.randn(2)
@@ -59,7 +60,8 @@ class _OneDNNLinear(torch.autograd.Function):
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], relu: bool) -> torch.Tensor:
     """act(x [B, in] W^T [in, out] + b [out]) -> [B, out], act = ReLU if `relu` else identity."""
     if (_ONEDNN and x.dim() == 2 and x.device.type == "cpu" and x.dtype == torch.float32
-            and weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")):
+            and weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling()):  # under train.compile, Inductor generates the GEMMs itself
         return _OneDNNLinear.apply(x, weight, bias, relu)
     y = F.linear(x, weight, bias)
     return torch.relu(y) if relu else y
