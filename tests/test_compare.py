@@ -83,3 +83,15 @@ def test_multi_rank_runs_go_through_torchrun():
     assert r.argv == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
                       "recsys_dist.cli", *tail]
     assert r.shown == "torchrun --standalone --nproc_per_node=2 -m recsys_dist.cli " + " ".join(tail)
+
+
+def test_bad_key_refused_up_front_and_failed_run_reported(tmp_path, capsys):
+    """Catches: a config error found only after runs started, or a failed run reported as a result (exit 0)."""
+    _write(tmp_path / "data")
+    assert _compare(tmp_path / "data", tmp_path / "a", "train.no_such_key=1") == 2
+    assert "no_such_key" in capsys.readouterr().err and not (tmp_path / "a" / "dlrm").exists()
+    argv = ["compare", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "b"), "--seeds", "1",
+            "--arch", "dlrm:{bottom_mlp: [8, 5], top_mlp: [8, 1]}", *SHARED]  # bottom MLP must end at the dim (4)
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "FAILED (exit" in out and "dlrm seed 0 (NOT FINISHED" in (tmp_path / "b" / "leaderboard.md").read_text()
