@@ -20,6 +20,7 @@ plan when it fits), uniform (one proposal per sharding type), greedy by the summ
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -30,6 +31,28 @@ from torchrec.distributed.planner.types import Enumerator, Proposer, ShardingOpt
 from embedding_sharding import DEFAULT_SEARCH_BUDGET_S as DEFAULT_BUDGET_S  # the search alone, not enumeration
 
 log = logging.getLogger("embedding_sharding.search")
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler writing to whatever sys.stderr is when a line is logged (test captures replace it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def show_progress() -> None:
+    """Print the search's progress lines (enumeration, every 2 s, how it ended) on stderr."""
+    if not log.handlers:
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 def default_proposers() -> List[Proposer]:

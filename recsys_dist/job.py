@@ -83,6 +83,10 @@ def build_sharded_model(cfg: JobConfig, env: DistEnv, md: Optional[Metadata] = N
         topology = make_topology(env.world_size, env.local_world_size, env.device.type,
                                  hbm_gib=cfg.sharding.hbm_gib, ddr_gib=cfg.sharding.ddr_gib)
         constraints = load_constraints(cfg.sharding.constraints) if cfg.sharding.constraints else None
+        if env.is_main:
+            from embedding_sharding.search import show_progress
+
+            show_progress()  # rank 0 plans: its progress and whether the search stopped early, on stderr
         plan = plan_sharding(train_model, topology, [sharder], constraints=constraints,
                              sharding_types=cfg.sharding.sharding_types,
                              compute_kernel=cfg.sharding.compute_kernel, pg=env.pg)

@@ -99,3 +99,22 @@ def test_plan_cli_refuses_a_negative_budget(capsys):
     """Catches a negative --time-budget taken as 'no budget' or crashing deep in the planner."""
     assert main(["plan", "--preset", "criteo-kaggle", "--world-size", "8", "--time-budget", "-1"]) == 2
     assert "--time-budget -1" in capsys.readouterr().err
+
+
+def test_train_shows_the_plan_search_when_it_plans_at_start_up(tmp_path):
+    """Catches a train job that plans silently (the search's progress and its 'stopped early / searched every
+    proposal' line only went to a logger nobody printed): `recsys-dist train` as a user runs it, world of one."""
+    import subprocess
+    import sys
+
+    from prepared_fixtures import write_dataset
+
+    write_dataset(tmp_path / "data", {"train": 64})
+    proc = subprocess.run(
+        [sys.executable, "-m", "recsys_dist.cli", "train", f"data.dir={tmp_path / 'data'}", "data.batch_size=32",
+         f"train.out_dir={tmp_path / 'run'}", "train.max_steps=1", "train.checkpoint=false", "train.threads=1",
+         "train.tensorboard=false", "model.embedding_dim=8", "model.arch_args.bottom_mlp=[8,8]",
+         "model.arch_args.top_mlp=[4,1]"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "sharding options enumerated" in proc.stderr and "plan search:" in proc.stderr
+    assert "searched every proposal" in proc.stderr or "stopped early at the 10 s budget" in proc.stderr

@@ -190,19 +190,6 @@ def plan_variant(v: Variant, module, cfg: JobConfig, time_budget: Optional[float
         raise ConfigError(str(e)) from None
 
 
-def _progress_to_stderr() -> None:
-    """The planner's progress lines (enumeration, search every 2 s, how it ended) on stderr."""
-    import logging
-
-    progress = logging.getLogger("embedding_sharding.search")
-    if not progress.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        progress.addHandler(handler)
-    progress.setLevel(logging.INFO)
-    progress.propagate = False
-
-
 def _beside(out: Path, suffix: str) -> Path:
     return out.with_name(out.stem + suffix)
 
@@ -233,7 +220,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.time_budget < 0:
         raise ConfigError(f"--time-budget {args.time_budget:g}: expected seconds >= 0 (0: the full search)")
-    _progress_to_stderr()
+    from embedding_sharding.search import show_progress
+
+    show_progress()  # the planner's progress lines on stderr
     module = build_planning_model(cfg, args)
     results, reports = [], []
     for i, v in enumerate(variants):
