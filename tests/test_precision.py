@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dist_harness import run_on_ranks
-from prepared_fixtures import write_dataset
+from planted import PlantedRun
 from recsys_dist.config import ConfigError, load_config
 from recsys_dist.models.sparse import TableSpec, table_configs
 from torchrec.modules.embedding_configs import DataType
@@ -74,22 +74,38 @@ def test_fp16_tables_two_ranks_match_fp16_rows():
     assert r["max_err"] < 1e-5
 
 
-def _train(rank, world, data_dir, out):
-    from recsys_dist.config import load_config
-    from recsys_dist.train import train
-
-    cfg = load_config(None, [f"data.dir={data_dir}", "data.batch_size=32", "data.eval_batch_size=64",
-                             "model.embedding_dim=4", "model.arch_args={bottom_mlp: [8, 4], top_mlp: [8, 1]}",
-                             f"train.out_dir={out}", "train.checkpoint=false", "train.tensorboard=false",
-                             "train.log_every_steps=0", "train.mixed_precision=bf16", "model.embedding_dtype=fp16",
-                             "train.pipeline=sparse_dist"])
-    return train(cfg)
+DLRM = {"bottom_mlp": [64, 16], "top_mlp": [64, 32, 1]}
+SPARSE_DIST = "train.pipeline=sparse_dist"  # TrainPipelineSparseDist fx-traces CTRTrainModel
+PLANTED_RUNS = [PlantedRun("fp32", "dlrm", DLRM, (SPARSE_DIST,)),
+                PlantedRun("bf16", "dlrm", DLRM, (SPARSE_DIST, "train.mixed_precision=bf16")),
+                PlantedRun("fp16_tables", "dlrm", DLRM, (SPARSE_DIST, "model.embedding_dtype=fp16"))]
+AUC_TOLERANCE = 0.005  # same data, seed and test rows (50k); measured here: bf16 - fp32 = -0.0001
 
 
-def test_bf16_dense_and_fp16_tables_train_through_the_sparse_dist_pipeline(tmp_path):
-    """TrainPipelineSparseDist fx-traces CTRTrainModel: autocast must not take its device from the batch."""
-    write_dataset(tmp_path / "data", {"train": 256, "val": 64, "test": 64})
-    results = run_on_ranks(_train, 2, (tmp_path / "data", tmp_path / "run"))
-    assert results[0]["steps"] == 256 // 32
-    assert 0.0 <= results[0]["test"]["auc"] <= 1.0
-    assert results[0]["test"]["logloss"] == results[1]["test"]["logloss"]
+def _auc(planted_results, run: str) -> float:
+    return planted_results[__name__][run]["test"]["auc"]
+
+
+@pytest.mark.slow  # trained in the session's shared planted-data process group (conftest.planted_results)
+def test_bf16_dense_reaches_fp32s_auc(planted_data, planted_results):
+    """bf16 dense arch through TrainPipelineSparseDist (autocast must not take its device from the batch, which
+    the pipeline's fx tracing sees as a proxy) on 2 ranks, against the same job in fp32, on planted data.
+
+    Defect caught: a bf16 path that trains worse than fp32 by more than AUC_TOLERANCE (the same assertion was seen
+    failing on fp16 tables, below: a real 0.023 gap that the former `0 <= auc <= 1` check let through)."""
+    fp32, bf16 = _auc(planted_results, "fp32"), _auc(planted_results, "bf16")
+    print(f"test AUC fp32 {fp32:.4f}, bf16 dense {bf16:.4f}, generator {planted_data.bayes_auc:.4f}")
+    assert fp32 >= planted_data.bayes_auc - 0.02  # fp32 learned the signal, so a worse model shows
+    assert abs(bf16 - fp32) <= AUC_TOLERANCE, (bf16, fp32)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="known, open: fp16 table weights lose ~0.02 test AUC with these settings "
+                   "(measured 0.7212 vs fp32 0.7440; row-wise Adagrad lr 0.1, eps 0.01: small updates are lost to "
+                   "fp16 rounding on CPU?); docs/benchmarks.md's run at eps 1e-8 showed -0.0003")
+def test_fp16_tables_reach_fp32s_auc(planted_data, planted_results):
+    """Defect caught: fp16 table rows whose updates are lost (this is what it shows today: strict xfail, so a
+    fix turns it into a failure that asks for the mark to be removed)."""
+    fp32, fp16 = _auc(planted_results, "fp32"), _auc(planted_results, "fp16_tables")
+    print(f"test AUC fp32 {fp32:.4f}, fp16 tables {fp16:.4f}")
+    assert abs(fp16 - fp32) <= AUC_TOLERANCE, (fp16, fp32)

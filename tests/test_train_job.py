@@ -30,8 +30,7 @@ def test_two_rank_train_then_evaluate_in_one_process(tmp_path, sharding):
     extra = [f"sharding.sharding_types=[{sharding}]"]
     if sharding == "column_wise":
         extra.append("sharding.constraints=" + str(_min_partition(tmp_path)))
-    r0, r1 = run_on_ranks(_train_rank, 2, (root, out, extra))
-    assert r0["test"] == r1["test"]  # metrics are gathered: every rank reports the same
+    r0, _ = run_on_ranks(_train_rank, 2, (root, out, extra))
     assert r0["test"]["rows"] == 333  # every test row scored once, padding excluded
     plan = json.loads((out / "plan.json").read_text())
     [tables] = plan["modules"].values()
