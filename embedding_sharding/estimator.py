@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from torchrec.distributed.planner.constants import DEFAULT_PERF_ESTIMATOR
 from torchrec.distributed.planner.estimator.estimator import (
@@ -79,6 +79,16 @@ def _option_key(so: ShardingOption, constraints: Optional[Dict[str, ParameterCon
             repr(dataclasses.replace(pc, feature_names=None)) if pc is not None else None)
 
 
+def _clone(x: Any) -> Any:
+    """copy.copy of a plain dataclass (Perf, Storage) without copy's protocol lookups: ~5x faster, and the
+    estimates of 351 tables x 128 ranks are ~500k of them."""
+    if x is None:
+        return None
+    new = object.__new__(type(x))
+    new.__dict__.update(x.__dict__)
+    return new
+
+
 class SharedShapeEstimates:
     """Runs `estimators` once per class of interchangeable options and copies the results to the rest.
 
@@ -105,5 +115,5 @@ class SharedShapeEstimates:
         for so, src in copies:
             so.is_weighted = src.is_weighted
             for shard, from_shard in zip(so.shards, src.shards):
-                shard.perf = copy.copy(from_shard.perf)
-                shard.storage = copy.copy(from_shard.storage)
+                shard.perf = _clone(from_shard.perf)
+                shard.storage = _clone(from_shard.storage)
