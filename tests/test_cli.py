@@ -298,3 +298,28 @@ def test_plan_file_for_other_world_size_or_tables_is_refused(small_data, tmp_pat
                              "model.arch_args={bottom_mlp: [4], top_mlp: [8, 1]}"])
     with pytest.raises(ConfigError, match=r"plan made for other tables \(different sizes: t_s0.dim: plan 8"):
         check_job(cfg, 2, ["train"], plan=cfg.sharding.plan)
+
+
+def test_every_numeric_option_is_range_checked_naming_the_option(capsys):
+    """Defect caught: a numeric command-line option without a range (plan --embedding-dim -4, demo --ranks 0
+    went through), or its error not naming the option the user typed."""
+    import argparse
+
+    from recsys_dist.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    seen = 0
+    for command, p in sub.choices.items():
+        for action in p._actions:
+            kind = getattr(action.type, "__name__", None)
+            if kind not in ("int", "float"):
+                continue
+            spec = getattr(action.type, "spec", None)
+            assert spec is not None, f"{command} {action.option_strings[0]}: numeric option without a range"
+            bad = _out_of_range(spec)
+            with pytest.raises(SystemExit) as e:
+                main([command, action.option_strings[0], str(int(bad) if kind == "int" else bad)])
+            assert e.value.code == 2
+            assert f"argument {'/'.join(action.option_strings)}: " in capsys.readouterr().err
+            seen += 1
+    assert seen >= 15

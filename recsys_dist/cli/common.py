@@ -7,7 +7,26 @@ import json
 import os
 from typing import Any, Dict, List, Sequence, Tuple
 
-from recsys_dist.config import JobConfig, load_config
+from recsys_dist.config import RANGES, JobConfig, in_range, load_config
+
+
+def bounded(kind: type, spec: str):
+    """An argparse `type` for a numeric option: `kind` (int / float) within `spec` (config.RANGES notation, or a
+    config key whose range applies), so a bad value is refused naming the option (exit 2)."""
+    spec = RANGES.get(spec, spec)
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        if not in_range(value, spec):
+            raise argparse.ArgumentTypeError(f"{text} must be {spec if spec[0] == '>' else 'in ' + spec}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    parse.spec = spec  # type: ignore[attr-defined]
+    return parse
 
 
 def config_from_args(args: argparse.Namespace, flag_keys: Sequence[Tuple[str, str]] = ()) -> JobConfig:

@@ -33,6 +33,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from recsys_dist.cli.common import bounded
 from recsys_dist.config import ConfigError, load_config, to_yaml
 
 
@@ -47,9 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "'dcnv2:{num_cross_layers: 2}'")
     p.add_argument("--run-config", action="append", default=[], metavar="FILE.yaml",
                    help="a full train config as an entry (repeat for several)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per entry: train.seed = data.seed = 0 .. K-1")
-    p.add_argument("--ranks", type=int, default=1, help="ranks per run (torchrun) when > 1")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--seeds", type=bounded(int, "> 0"), default=3, help="seeds per entry: train.seed = data.seed = 0 .. K-1")
+    p.add_argument("--ranks", type=bounded(int, "> 0"), default=1, help="ranks per run (torchrun) when > 1")
+    p.add_argument("--jobs", type=bounded(int, "> 0"), default=1,
                    help="runs at once (default 1; > 1 shares the cores, so samples/s is no longer comparable)")
 
 

@@ -21,15 +21,15 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from recsys_dist.cli.common import config_from_args
+from recsys_dist.cli.common import bounded, config_from_args
 from recsys_dist.config import to_yaml
 
 RANK0_ONLY = True  # under a multi-rank launch, rank 0 runs the demo (which starts its own torchrun)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ranks", dest="nproc", type=int, default=2, help="training ranks (torchrun processes), default 2")
-    p.add_argument("--nproc", dest="nproc", type=int, help=argparse.SUPPRESS)  # old spelling; torchrun's prefix
+    p.add_argument("--ranks", dest="nproc", type=bounded(int, "> 0"), default=2, help="training ranks (torchrun processes), default 2")
+    p.add_argument("--nproc", dest="nproc", type=bounded(int, "> 0"), help=argparse.SUPPRESS)  # old spelling; torchrun's prefix
     p.add_argument("--workdir", default="runs/demo", help="where the resolved demo config is written")
 
 

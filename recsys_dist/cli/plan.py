@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from embedding_sharding import DEFAULT_SEARCH_BUDGET_S as DEFAULT_BUDGET_S
-from recsys_dist.cli.common import config_from_args
+from recsys_dist.cli.common import bounded, config_from_args
 from recsys_dist.config import ConfigError, JobConfig
 
 RANK0_ONLY = True  # under a multi-rank launch, rank 0 does the work
@@ -46,19 +46,19 @@ MLPERF_DLRM = {"bottom_mlp": [512, 256], "top_mlp": [1024, 1024, 512, 256, 1]}  
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("topology")
-    g.add_argument("--world-size", type=int, help="number of ranks / devices (plan.world_size)")
-    g.add_argument("--local-world-size", type=int, help="devices per node (plan.local_world_size)")
+    g.add_argument("--world-size", type=bounded(int, "plan.world_size"), help="number of ranks / devices (plan.world_size)")
+    g.add_argument("--local-world-size", type=bounded(int, "plan.local_world_size"), help="devices per node (plan.local_world_size)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="plan.device (auto: cuda if --gpu or a GPU)")
     g.add_argument("--gpu", help="GPU preset for memory / bandwidth defaults: V100-32, A100-40, A100-80, H100, H200, L4")
-    g.add_argument("--hbm-gib", type=float, help="GPU memory per device, GiB (plan.hbm_gib)")
-    g.add_argument("--ddr-gib", type=float, help="host memory per rank, GiB (plan.ddr_gib)")
-    g.add_argument("--intra-bw", type=float, help="bandwidth inside a node, GB/s (plan.intra_node_bw_gbps)")
-    g.add_argument("--inter-bw", type=float, help="bandwidth between nodes per device, GB/s (plan.inter_node_bw_gbps)")
+    g.add_argument("--hbm-gib", type=bounded(float, "plan.hbm_gib"), help="GPU memory per device, GiB (plan.hbm_gib)")
+    g.add_argument("--ddr-gib", type=bounded(float, "plan.ddr_gib"), help="host memory per rank, GiB (plan.ddr_gib)")
+    g.add_argument("--intra-bw", type=bounded(float, "plan.intra_node_bw_gbps"), help="bandwidth inside a node, GB/s (plan.intra_node_bw_gbps)")
+    g.add_argument("--inter-bw", type=bounded(float, "plan.inter_node_bw_gbps"), help="bandwidth between nodes per device, GB/s (plan.inter_node_bw_gbps)")
     m = p.add_argument_group("tables")
     m.add_argument("--preset", help="criteo-tb | criteo-kaggle | criteo-tb+optinter | criteo-kaggle+optinter")
-    m.add_argument("--embedding-dim", type=int, help="dim of a preset's tables (default 128)")
-    m.add_argument("--cross-cap", type=int, help="rows cap of a preset's OptInter cross tables (default 1M)")
-    m.add_argument("--time-budget", type=float, metavar="SECONDS", default=DEFAULT_BUDGET_S,
+    m.add_argument("--embedding-dim", type=bounded(int, "> 0"), help="dim of a preset's tables (default 128)")
+    m.add_argument("--cross-cap", type=bounded(int, "> 0"), help="rows cap of a preset's OptInter cross tables (default 1M)")
+    m.add_argument("--time-budget", type=bounded(float, ">= 0"), metavar="SECONDS", default=DEFAULT_BUDGET_S,
                    help=f"seconds for the proposal search; the best plan found is kept and the report says when "
                         f"the search stopped early (default {DEFAULT_BUDGET_S:g}; 0: TorchRec's full search, which "
                         f"takes minutes for hundreds of tables on 100+ GPUs)")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recsys_dist.cli.common import config_from_args
+from recsys_dist.cli.common import bounded, config_from_args
 
 RANK0_ONLY = True  # under a multi-rank launch, rank 0 does the work
 
@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "also train=PATH val=PATH test=PATH: a split you already have, kept as given (globs allowed)")
     p.add_argument("--out", metavar="DIR", help="output dataset folder (prepare.out_dir)")
     p.add_argument("--strict", action="store_true", default=None, help="fail at the first bad row (prepare.strict)")
-    p.add_argument("--workers", type=int, help="processes, 0 = one per core (prepare.workers)")
+    p.add_argument("--workers", type=bounded(int, "prepare.workers"), help="processes, 0 = one per core (prepare.workers)")
     p.add_argument("--categorical", choices=("hash", "vocab"), help="prepare.categorical")
     p.add_argument("--dense", choices=("log", "bucketize"), help="prepare.dense")
     p.add_argument("--schema", metavar="YAML", help="own CSV / Parquet data: its schema file (prepare.schema); "

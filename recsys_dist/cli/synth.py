@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recsys_dist.cli.common import config_from_args
+from recsys_dist.cli.common import bounded, config_from_args
 
 RANK0_ONLY = True  # under a multi-rank launch, rank 0 does the work
 
@@ -26,11 +26,11 @@ FLAGS = (("out", "synth.out_dir"), ("days", "synth.days"), ("rows_per_day", "syn
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder (synth.out_dir)")
-    p.add_argument("--days", type=int, help="number of day files (synth.days)")
-    p.add_argument("--rows-per-day", dest="rows_per_day", type=int, help="rows per day (synth.rows_per_day)")
+    p.add_argument("--days", type=bounded(int, "synth.days"), help="number of day files (synth.days)")
+    p.add_argument("--rows-per-day", dest="rows_per_day", type=bounded(int, "synth.rows_per_day"), help="rows per day (synth.rows_per_day)")
     p.add_argument("--layout", choices=("terabyte", "kaggle"), help="day_N files or one train.txt (synth.layout)")
     p.add_argument("--gzip", action="store_true", default=None, help="write .gz files (synth.gzip=true)")
-    p.add_argument("--seed", type=int, help="generator seed (synth.seed)")
+    p.add_argument("--seed", type=bounded(int, "synth.seed"), help="generator seed (synth.seed)")
 
 
 def run(args: argparse.Namespace) -> int:

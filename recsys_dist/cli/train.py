@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 from typing import List
 
-from recsys_dist.cli.common import config_from_args, is_rank0, print_json, world_size
+from recsys_dist.cli.common import bounded, config_from_args, is_rank0, print_json, world_size
 from recsys_dist.preflight import check_job
 
 
@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="prepared dataset folder (data.dir)")
     p.add_argument("--out", help="run folder (train.out_dir)")
     p.add_argument("--plan", help="a plan file from `recsys-dist plan` (sharding.plan): train on exactly it")
-    p.add_argument("--max-steps", type=int, help="train.max_steps")
+    p.add_argument("--max-steps", type=bounded(int, "train.max_steps"), help="train.max_steps")
 
 
 def run(args: argparse.Namespace) -> int:
