@@ -22,7 +22,8 @@ Row-wise Adagrad adds the row mean of g^2 where element-wise Adagrad adds g^2 pe
   re-initialized (named in the warning): every other change of layout (e.g. dense Adam <-> fused row-wise
         Adagrad, SGD -> Adagrad); a state the checkpoint has with the same key and shape loads as is.
 A dense Adagrad's `step` (only its lr_decay reads it) is the checkpoint's step when the table was fused there.
-Param groups (learning rates) map by the parameters they hold; the LR schedule's per-group lists follow them.
+Param groups map by the parameters they hold; with an LR schedule every group's rate is the schedule's at the saved
+step (its per-group lists are this job's: a checkpoint holds one rank's, and ranks' groups can differ).
 A mapped accumulator is read whole on every rank: small where a table is or becomes data-parallel (then it is
 whole on every rank anyway), rows x column shards for row-wise state.
 """
@@ -253,17 +254,21 @@ class LoadPlan:
                     if k != "params" and k in self.saved_groups[best]:
                         group[k] = self.saved_groups[best][k]
         sched = self.state.get("scheduler")
-        if sched is None or not self.scheduler_saved:
+        if sched is None or not self.scheduler_saved or scheduler is None:
             return
-        n_saved = len(self.saved_groups)
+        # Per-group lists (base_lrs, _last_lr, ...) stay this job's: the checkpoint holds one rank's, and ranks can
+        # have different groups (a table-wise table's fused group exists only on its rank). The learning rate of
+        # every group is then the schedule's at the saved step, as an uninterrupted run computes it.
+        fresh = scheduler.state_dict()
         for k, v in list(sched.items()):
-            fresh = getattr(scheduler, k, None) if scheduler is not None else None
-            if isinstance(v, list) and len(v) == n_saved and isinstance(fresh, list) and len(fresh) == len(ours):
-                sched[k] = [v[i] if i is not None else fresh[j] for j, i in enumerate(chosen)]
-        if scheduler is not None and hasattr(scheduler, "lr_lambdas"):
-            for j, i in enumerate(chosen):  # a group the checkpoint had no counterpart of: lr at the saved step
-                if i is None:
-                    ours[j]["lr"] = sched["base_lrs"][j] * scheduler.lr_lambdas[j](sched["last_epoch"])
+            if isinstance(v, list) and isinstance(fresh.get(k), list) and len(fresh[k]) == len(ours):
+                sched[k] = list(fresh[k])
+        if hasattr(scheduler, "lr_lambdas"):
+            lrs = [base * fn(sched["last_epoch"]) for base, fn in zip(sched["base_lrs"], scheduler.lr_lambdas)]
+            for group, lr in zip(ours, lrs):
+                group["lr"] = lr
+            if "_last_lr" in sched:
+                sched["_last_lr"] = lrs
 
 
 def plan_load(state: Dict[str, Any], saved: Dict[str, Any]) -> LoadPlan:

@@ -18,6 +18,7 @@ from recsys_dist.state_mapping import column_groups, elementwise_to_rowwise, row
 
 ROWS, BATCH, EPOCHS = 3072, 128, 3  # 24 steps an epoch: A trains 0-24 (2 ranks), B 24-48 (1), C 48-72 (4)
 VOCAB = (50, 60, 70)
+WARMUP = 60  # the LR warm-up spans the first two phases: each load must keep every group's place in it
 # A: t_s0 data-parallel, t_s1 table-wise, t_s2 row-wise (2 ranks)
 PLAN_A = {"t_s0": "[data_parallel]", "t_s1": "[table_wise]", "t_s2": "[row_wise]"}
 # B: t_s0 table-wise (exact from A's element-wise sum), t_s1 2 column shards (approximate: splits A's row), t_s2
@@ -60,6 +61,7 @@ def _cfg(root, out, constraints, *extra):
         f"data.dir={root}", f"data.batch_size={BATCH}", "data.eval_batch_size=512", "data.shuffle=true",
         "data.shuffle_buffer_rows=256", "model.embedding_dim=8",
         "model.arch_args={bottom_mlp: [16, 8], top_mlp: [16, 1]}", "optim.sparse_lr=0.1", "optim.dense_lr=0.02",
+        f"optim.warmup_steps={WARMUP}",
         f"train.out_dir={out}", f"train.epochs={EPOCHS}", "train.log_every_steps=8", "train.threads=1",
         "train.tensorboard=false", f"sharding.constraints={constraints}", *extra])
 
@@ -178,11 +180,29 @@ def test_optimizer_state_is_mapped_where_the_math_allows(chain, tmp_path):
     assert resumes[1]["optimizer_state"] == resumes[3]["optimizer_state"] == none
 
 
+def test_learning_rates_follow_their_param_groups(chain, tmp_path):
+    """Catches param groups (one per fused kernel, one dense) matched by position when their number or order
+    changes with the plan: a table group would get the dense optimizer's learning rate, or the LR schedule's
+    per-group base rates would be misaligned."""
+    tmp, _, _ = chain
+    for name, step in (("B0", 24), ("C0", 48)):
+        full = _full(tmp / name / "checkpoint", tmp_path)
+        groups = full["optim"]["param_groups"]
+        # the dense optimizer's keys start with "dense.", the fused ones' not
+        wants = [0.02 if all(p.startswith("dense.") for p in g["params"]) else 0.1 for g in groups]
+        assert sorted(set(wants)) == [0.02, 0.1]
+        for group, want in zip(groups, wants):
+            assert group["lr"] == pytest.approx(want * (step + 1) / WARMUP, rel=1e-6), (name, group["params"][:2])
+        if name == "B0":  # one process: the schedule's per-group base rates are its groups'
+            assert full["scheduler"]["base_lrs"] == pytest.approx(wants, rel=1e-6)
+        assert full["scheduler"]["last_epoch"] == step
+
+
 def test_the_chained_run_finishes_and_learns(chain):
     tmp, bayes, res = chain
     assert res["C"]["steps"] == EPOCHS * ROWS // BATCH
     assert bayes > 0.75
-    assert res["C"]["test"]["auc"] > bayes - 0.06, (res["C"]["test"], bayes)
+    assert res["C"]["test"]["auc"] > bayes - 0.08, (res["C"]["test"], bayes)
 
 
 def test_column_groups_and_the_mapping_math():
