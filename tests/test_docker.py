@@ -30,17 +30,36 @@ def test_dockerfile_passes_hadolint():
 
 
 def test_dockerfile_installs_like_the_readme_and_copies_existing_paths():
-    lines = DOCKERFILE.read_text().splitlines()
-    copies = [line.split()[1:-1] for line in lines if line.startswith("COPY ")]
+    """Catches: a COPY of a path that is gone or that .dockerignore keeps out of the context, an install that is
+    not the README's (setup.sh), and placeholder packages in the deps stage that miss one of pyproject's packages
+    (the editable install would then not map it to the code the final stage copies)."""
+    text = DOCKERFILE.read_text()
+    lines = text.splitlines()
+    copies = [line.split()[1:-1] for line in lines if line.startswith("COPY ") and "--from=" not in line]
     assert copies
+    allowed = [p.rstrip("/") for p in (REPO / ".dockerignore").read_text().splitlines() if p.startswith("!")]
     for sources in copies:
         for src in sources:
             assert (REPO / src).exists(), f"Dockerfile COPY {src}: not in the repository"
+            assert src.rstrip("/") in [a[1:] for a in allowed], f"Dockerfile COPY {src}: .dockerignore excludes it"
     runs = [line for line in lines if line.startswith("RUN ")]
-    assert any("./setup.sh" in r for r in runs)  # the README's install
-    assert "./setup.sh" in (REPO / "README.md").read_text()
+    assert any("./setup.sh" in r for r in text.split("\nRUN ")[1:])  # the README's install
+    assert runs and "./setup.sh" in (REPO / "README.md").read_text()
     assert any(line.startswith("ARG DEVICE=cpu") for line in lines)  # CPU by default, cuda by build arg
     assert "DEVICE" in (REPO / "setup.sh").read_text()
+    packages = yaml.safe_load("[" + text.split("for p in ", 1)[1].split(";", 1)[0].replace(" ", ", ") + "]")
+    find = (REPO / "pyproject.toml").read_text().split("[tool.setuptools.packages.find]", 1)[1]
+    include = yaml.safe_load(find.split("include = ", 1)[1].split("\n", 1)[0])
+    assert sorted(p + "*" for p in packages) == sorted(include)
+
+
+def test_image_has_no_entrypoint_and_a_non_root_user():
+    """Catches: an ENTRYPOINT (torchx's local_docker passes `torchrun ...` as the command, which an entrypoint
+    would swallow) and a final stage without a numeric non-root USER."""
+    final = DOCKERFILE.read_text().rsplit("\nFROM ", 1)[1].splitlines()
+    assert not [line for line in final if line.startswith("ENTRYPOINT")]
+    [user] = [line.split()[1] for line in final if line.startswith("USER ")]
+    assert user == "${UID}:${GID}" and "ARG UID=1000" in final
 
 
 @pytest.fixture(scope="module")
