@@ -29,9 +29,10 @@ BIN = Path(sys.executable).parent
 DOCKER_LOCAL = REPO.parent / "shared" / "tools" / "docker-local.sh"
 COMPOSE_FILE = REPO / "docker" / "docker-compose.yml"
 IMAGE = "recsys-dist:pytest"
-# The tiny run: 3 synthetic days of 4000 rows, 125 steps of 64 rows on 2 ranks, a checkpoint every 10 steps.
+# The tiny run: 3 synthetic days of 4000 rows, 125 steps of 64 rows on 2 ranks, a checkpoint every 10 steps;
+# one thread per rank (the default follows the idle cores, and the thread count changes float sums).
 OVERRIDES = ("synth.rows_per_day=4000 data.batch_size=64 train.checkpoint_every_steps=10 "
-             "train.log_every_steps=10")
+             "train.log_every_steps=10 train.threads=1")
 STEPS = 125
 # The final stage's layers after the venv's (COPY of README, code, configs): the image's last layers.
 _FINAL = (REPO / "docker" / "Dockerfile").read_text().rsplit("\nFROM ", 1)[1].splitlines()
@@ -45,7 +46,8 @@ CONTEXT = ["pyproject.toml", "setup.sh", "README.md", ".dockerignore", "packagin
 def _run(cmd, timeout=600, check=True, **kw):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
     if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd))} -> exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+        raise AssertionError(f"{' '.join(map(str, cmd))} -> exit {r.returncode}\n"
+                             f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return r
 
 
@@ -237,7 +239,7 @@ def test_compose_stack_runs_in_order_and_evaluate_agrees(stack, compose_run):
     result = json.loads((compose_run / "result.json").read_text())
     assert result["steps"] == STEPS and result["world_size"] == 2 and result["resumed_from_step"] is None
     evaluated = json.loads(_run(["docker", "logs", stack.container("evaluate")], 60).stdout)
-    assert evaluated["step"] == STEPS
+    assert evaluated["step"] == result["test_step"]  # the checkpoint training tested (train.keep_best)
     assert evaluated["auc"] == pytest.approx(result["test"]["auc"], abs=1e-6)
     assert evaluated["logloss"] == pytest.approx(result["test"]["logloss"], abs=1e-6)
 
@@ -294,7 +296,7 @@ def test_torchx_local_docker_trains_like_compose(stack, compose_run, image, tmp_
            "train.checkpoint_every_steps=500", *OVERRIDES.split()]
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", PYTHONPATH=str(REPO))
     had_network = _run(["docker", "network", "inspect", "torchx"], 60, check=False).returncode == 0
-    images = _run(["docker", "images", "-aq"], 60).stdout.split()
+    images = set(_run(["docker", "images", "-aq"], 60).stdout.split())
     r = _run(cmd, 900, check=False, cwd=REPO, env=env)
     apps = re.findall(r"local_docker://torchx/([\w-]+)", r.stdout + r.stderr)
     for app in apps:  # torchx keeps finished containers (they hold the project's volumes): remove them
@@ -302,7 +304,8 @@ def test_torchx_local_docker_trains_like_compose(stack, compose_run, image, tmp_
     if not had_network:
         _run(["docker", "network", "rm", "torchx"], 60, check=False)
     assert apps and r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    assert _run(["docker", "images", "-aq"], 60).stdout.split() == images, "torchx left an image behind"
+    left = set(_run(["docker", "images", "-aq"], 60).stdout.split()) - images
+    assert not left, f"torchx left images behind: {left}"
     run = out / "torchx"
     result = json.loads((run / "result.json").read_text())
     assert result["steps"] == STEPS and result["world_size"] == 2
@@ -329,9 +332,9 @@ def test_tensorboard_serves_the_runs_scalars(stack, compose_run):
     tags = _get_json(f"{base}/tags")
     assert {"train/loss", "test/auc", "val/auc"} <= tags["train/tensorboard"].keys(), tags
     query = urllib.parse.urlencode({"run": "train/tensorboard", "tag": "test/auc"})
-    [(_, step, auc)] = _get_json(f"{base}/scalars?{query}")
+    [(_, _, auc)] = _get_json(f"{base}/scalars?{query}")
     result = json.loads((compose_run / "result.json").read_text())
-    assert step == STEPS and auc == pytest.approx(result["test"]["auc"], abs=1e-6)
+    assert auc == pytest.approx(result["test"]["auc"], abs=1e-6)
     foreign = _run(["docker", "exec", tb, "find", "/runs", "/data", "/plans", "!", "-user", "recsys"], 60).stdout
     assert foreign == "", f"files in the volumes not owned by the image user:\n{foreign[:2000]}"
 
