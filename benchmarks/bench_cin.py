@@ -1,8 +1,9 @@
 """xDeepFM's CIN, forward + backward: the chunked-GEMM layer (recsys_dist/models/cin_kernel.py) vs the einsum it
 replaced (which allocates the [B, H, m, D] outer products every step), same weights, alternating rounds in one
 process, best of --reps steps per side and round (the box may be shared), with the CPU seconds (user +
-system) each step took and the memory autograd saves for the backward; also the GEMM peak measured in the same rounds, so each side's time is given against its roofline
-(FLOPs = 3 x forward: 2 D H_k H_{k-1} m per sample and layer).
+system) each step took and the memory autograd saves for the backward; also the GEMM peak measured in the
+same rounds, so each side's time is given against its roofline (FLOPs = 3 x forward: 2 D H_k H_{k-1} m per
+sample and layer).
 
 Default: the xdeepfm arch defaults as issue 17 found them: CIN [200, 200, 200], embedding dim 64, 27 fields
 (26 categorical + the numeric MLP field), batch 512 (--batch to change).
@@ -70,6 +71,7 @@ def main(argv=None) -> float:
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's, all cores)")
     p.add_argument("--reps", type=int, default=3, help="steps per side and round; the best counts (a shared box)")
     a = p.parse_args(argv)
     import torch
@@ -77,6 +79,8 @@ def main(argv=None) -> float:
     from bench_roofline import gemm_gflops
     from recsys_dist.models.xdeepfm import CIN
 
+    if a.threads:
+        torch.set_num_threads(a.threads)
     layers, B, D, m = ([16, 16], 16, 8, 27) if a.small else ([200, 200, 200], a.batch, a.dim, 27)
     torch.manual_seed(0)
     cin = CIN(m, layers)

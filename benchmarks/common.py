@@ -79,18 +79,23 @@ def torchrec_dlrm_dense(num_dense: int, num_sparse: int, bottom: Sequence[int], 
 
 
 def write_criteo_like(root: Path, rows: int, cardinalities: Sequence[int], seed: int = 0,
-                      rows_per_file: int = 131072, row_group: int = 16384, splits: Sequence[str] = ("train",)):
+                      rows_per_file: int = 131072, row_group: int = 16384, splits: Sequence[str] = ("train",),
+                      bucketized: bool = False):
     """A prepared dataset (metadata.json + Parquet) with Criteo's columns: label, I1..I13 (uniform [0, 1), like
     RandomRecDataset's dense), C1..C26 with ids uniform in [0, cardinality) (RandomRecDataset's distribution).
-    Every split gets `rows` rows."""
+    Every split gets `rows` rows. `bucketized`: I1..I13 are categorical bucket ids instead (`prepare.dense:
+    bucketize`, 39 sparse fields and no dense ones, as OptFusion's presets)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from recsys_dist.data.criteo_encode import BUCKET_ROWS
     from recsys_dist.data.criteo_schema import CATEGORICAL_NAMES, DENSE_NAMES
     from recsys_dist.data.metadata import Metadata, SparseFeature, SplitInfo
 
     rng = np.random.default_rng(seed)
     sparse = [SparseFeature(n, int(c)) for n, c in zip(CATEGORICAL_NAMES, cardinalities)]
+    if bucketized:
+        sparse = [SparseFeature(n, BUCKET_ROWS, encoding="bucketize") for n in DENSE_NAMES] + sparse
     info = {}
     for split in splits:
         (root / split).mkdir(parents=True, exist_ok=True)
@@ -98,7 +103,7 @@ def write_criteo_like(root: Path, rows: int, cardinalities: Sequence[int], seed:
         for k, start in enumerate(range(0, rows, rows_per_file)):
             m = min(rows_per_file, rows - start)
             cols = {"label": pa.array(rng.integers(0, 2, m, dtype=np.int8))}
-            for n in DENSE_NAMES:
+            for n in () if bucketized else DENSE_NAMES:
                 cols[n] = pa.array(rng.random(m, dtype=np.float32))
             for f in sparse:
                 cols[f.name] = pa.array(rng.integers(0, f.num_embeddings, m, dtype=np.int64))
@@ -107,7 +112,8 @@ def write_criteo_like(root: Path, rows: int, cardinalities: Sequence[int], seed:
             files.append(name)
             counts.append(m)
         info[split] = SplitInfo(files=files, rows=rows, rows_per_file=counts)
-    md = Metadata(dense_features=list(DENSE_NAMES), sparse_features=sparse, splits=info, dense_transform="none")
+    md = Metadata(dense_features=[] if bucketized else list(DENSE_NAMES), sparse_features=sparse, splits=info,
+                  dense_transform="bucketize" if bucketized else "none")
     md.save(root)
     return md
 

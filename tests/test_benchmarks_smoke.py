@@ -53,3 +53,28 @@ def test_dense_arch_small_runs_checks_equal_logits_and_prints_its_ratio():
     last = p.stdout.strip().splitlines()[-1]
     assert last.startswith("ratio reference / ours dense step time")
     assert float(last.rsplit(":", 1)[1]) > 0
+
+
+def test_arches_small_prints_a_row_per_case_with_every_column():
+    """bench_arches.py --small: DLRM, xDeepFM and an OptInter retrain (an exported search architecture, cross ids
+    made at batch time) each give samples/s, FLOPs, roofline ratio, peak memory and input / step."""
+    p = subprocess.run([sys.executable, str(BENCH / "bench_arches.py"), "--small"], capture_output=True, text=True,
+                       timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = [x for x in p.stdout.splitlines() if x.startswith("| ") and not x.startswith("| case")]
+    assert [r.split(" | ")[0][2:] for r in rows] == ["dlrm", "xdeepfm", "optinter retrain"]
+    for r in rows:
+        cells = [c.strip().split(" ")[0].replace(",", "") for c in r.strip("|").split("|")[3:]]
+        assert all(float(c) > 0 for c in cells), r
+    assert "351 x 20" in rows[2]  # 26 fields + the retrain's memorized crosses
+    assert p.stdout.strip().splitlines()[-1].startswith("worst step / roofline:")
+
+
+def test_cin_small_checks_equal_values_and_prints_its_ratio():
+    p = subprocess.run([sys.executable, str(BENCH / "bench_cin.py"), "--small", "--rounds", "1", "--reps", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    gap = float(p.stdout.split("max |difference| chunked vs einsum ")[1].split()[0])
+    assert gap < 1e-4
+    last = p.stdout.strip().splitlines()[-1]
+    assert last.startswith("ratio einsum / chunked CIN step time") and float(last.rsplit(":", 1)[1]) > 0
