@@ -5,7 +5,6 @@ The equations, arguments and an example are in `DeepMRArch`'s docstring.
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -78,8 +77,8 @@ class ReZeroSelfAttention(nn.Module):
         """Eq. 6-7: [B, N, D] -> [B, N, d_o]."""
         B, N, _ = e.shape
         q, k, v = self.qkv(e).view(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)  # [B, H, N, d_o/H] each
-        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-        out = torch.matmul(torch.softmax(scores, dim=-1), v)  # [B, H, N, d_o/H]
+        # softmax(q k^T / sqrt(d_o / H)) v in torch's fused kernel: no [B, H, N, N] scores kept for the backward
+        out = F.scaled_dot_product_attention(q, k, v)  # [B, H, N, d_o/H]
         return out.transpose(1, 2).reshape(B, N, -1)
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
