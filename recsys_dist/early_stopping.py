@@ -63,6 +63,7 @@ class ModelSelection:
         self.bad = 0  # validations since the last improvement
         self.stopped = False
         self.last_val_step: Optional[int] = None
+        self.best_path: Optional[str] = None  # where the best was saved: another run's folder after a resume from it
         if state is not None:
             self.__dict__.update({k: state[k] for k in self.state() if k in state})
         elif is_main and self.path.exists():  # a fresh run must not test a stale best of an earlier one
@@ -70,7 +71,7 @@ class ModelSelection:
 
     def state(self) -> Dict[str, Any]:
         return {"best": self.best, "best_step": self.best_step, "best_epochs": self.best_epochs, "bad": self.bad,
-                "stopped": self.stopped, "last_val_step": self.last_val_step}
+                "stopped": self.stopped, "last_val_step": self.last_val_step, "best_path": self.best_path}
 
     def _better(self, value: float) -> bool:
         if math.isnan(value):
@@ -100,6 +101,7 @@ class ModelSelection:
             improved = shared[1]
         if improved and self.keep_best and save is not None:
             save(self.path)
+            self.best_path = str(self.path)
         if self.is_main and self.stopped:
             log.info("early stopping at step %d: val %s did not improve on %.5f (step %d) for %d validation(s)",
                      step, self.metric, self.best if self.best is not None else math.nan,
@@ -113,10 +115,11 @@ class ModelSelection:
     def prepare_test(self, step: int, load: Callable[[Path], Any]) -> Dict[str, Any]:
         """Before the final test: load the best checkpoint unless the live model is it; what result.json records."""
         if self.keep_best and self.best_step is not None and self.best_step != step:
-            if not self.path.is_dir():
-                raise RuntimeError(f"{self.path}: the best checkpoint (step {self.best_step}) is missing")
-            load(self.path)
-            return {"test_checkpoint": str(self.path), "test_step": self.best_step}
+            path = Path(self.best_path) if self.best_path else self.path
+            if not path.is_dir():
+                raise RuntimeError(f"{path}: the best checkpoint (step {self.best_step}) is missing")
+            load(path)
+            return {"test_checkpoint": str(path), "test_step": self.best_step}
         return {"test_checkpoint": "live model (last step)", "test_step": step}
 
     def summary(self) -> Dict[str, Any]:
@@ -124,6 +127,6 @@ class ModelSelection:
         if self.best_step is not None:
             out["best"] = {"metric": f"val/{self.metric}", "value": self.best, "step": self.best_step,
                            "epochs": self.best_epochs,
-                           "checkpoint": str(self.path) if self.keep_best else None}
+                           "checkpoint": (self.best_path or str(self.path)) if self.keep_best else None}
         return out
 

@@ -127,7 +127,8 @@ def test_best_checkpoint_and_early_stop_on_two_ranks_like_one_process(tmp_path):
 
 def test_resume_keeps_choosing_like_an_uninterrupted_run_and_test_false(tmp_path):
     """Catches: selection state lost on resume (the resumed run would take its first validation as the best, or
-    forget the validations without improvement), a stale best of an earlier run tested, train.test=false ignored."""
+    forget the validations without improvement), a stale best of an earlier run tested, train.test=false ignored,
+    a run resumed into another folder looking for the best checkpoint in its own folder ('... is missing')."""
     _write(tmp_path / "data")
     [full] = run_on_ranks(_train, 1, (tmp_path / "data", tmp_path / "full", ("train.test=false",)))
     assert "test" not in full and "test" not in json.loads((tmp_path / "full" / "result.json").read_text())
@@ -135,6 +136,12 @@ def test_resume_keeps_choosing_like_an_uninterrupted_run_and_test_false(tmp_path
     [part] = run_on_ranks(_train, 1, (tmp_path / "data", tmp_path / "cut", ("train.test=false",
                                                                            f"train.max_steps={stop}")))
     assert _best(part) == _best(full) and not part["stopped_early"]
+    # Resumed into another run folder: the best is still the first folder's, and the test is scored on it.
+    resume = f"train.resume={tmp_path / 'cut' / 'checkpoint'}"
+    [moved] = run_on_ranks(_train, 1, (tmp_path / "data", tmp_path / "moved", (resume,)))
+    assert (moved["steps"], _best(moved), moved["stopped_early"]) == (full["steps"], _best(full), True)
+    assert moved["test_checkpoint"] == str(tmp_path / "cut" / "best_checkpoint")
+    assert moved["test_step"] == full["best"]["step"]
     [rest] = run_on_ranks(_train, 1, (tmp_path / "data", tmp_path / "cut", ("train.test=false",)))
     assert rest["resumed_from_step"] == stop
     assert (rest["steps"], _best(rest), rest["stopped_early"]) == (full["steps"], _best(full), True)
