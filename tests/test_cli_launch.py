@@ -120,10 +120,14 @@ def test_checkpoint_of_another_model_is_refused_before_work(w, capsys):
     found only after the model was built and sharded (a CheckpointError traceback on every rank)."""
     import torch.distributed as dist
 
+    from recsys_dist.early_stopping import default_checkpoint
+
     other = ["model.embedding_dim=4", "model.arch_args.bottom_mlp=[4]"]
     assert main(["evaluate", "--run-dir", str(w / "run"), *other]) == 2
     err = capsys.readouterr().err
-    assert f"checkpoint {w / 'run' / 'checkpoint'}: written by a different model; model.arch_args" in err, err
+    scored = default_checkpoint(w / "run")  # the run's best checkpoint (it has a val split)
+    assert scored.name == "best_checkpoint"
+    assert f"checkpoint {scored}: written by a different model; model.arch_args" in err, err
     assert "model.embedding_dim: checkpoint 8, this job 4" in err
     assert main(["train", "--data", str(w / "data"), "--out", str(w / "run"), *MODEL[1:], *other]) == 2
     err = capsys.readouterr().err
