@@ -10,19 +10,6 @@ from recsys_dist.models.xdeepfm import CIN, XDeepFMArch
 from recsys_dist.models.arch import ArchInputs
 
 
-def einsum_cin(cin: CIN, x0: torch.Tensor) -> torch.Tensor:
-    """The previous CIN.forward: eq. 6 as one einsum over [B, H, m, D] outer products, eq. 7 sum pooling."""
-    pooled, xk, last = [], x0, len(cin.weights) - 1
-    for k, w in enumerate(cin.weights):
-        xk = torch.einsum("bid,bjd,hij->bhd", xk, x0, w)
-        if cin.split_half and k < last:
-            out, xk = xk[:, : xk.shape[1] // 2], xk[:, xk.shape[1] // 2:]
-        else:
-            out = xk
-        pooled.append(out.sum(dim=2))
-    return torch.cat(pooled, dim=1)
-
-
 @pytest.mark.parametrize("chunk", [1, 37, 1 << 20], ids=["one-value", "uneven", "all-rows"])
 @pytest.mark.parametrize("split_half", [True, False])
 def test_chunked_cin_equals_the_einsum_in_values_and_gradients(monkeypatch, chunk, split_half):
@@ -38,7 +25,7 @@ def test_chunked_cin_equals_the_einsum_in_values_and_gradients(monkeypatch, chun
     got_grads = [x0.grad.clone()] + [w.grad.clone() for w in cin.weights]
     x0.grad = None
     cin.zero_grad()
-    want = einsum_cin(cin, x0)
+    want = cin.forward_einsum(x0)
     (want * g).sum().backward()
     want_grads = [x0.grad] + [w.grad for w in cin.weights]
     torch.testing.assert_close(got, want)

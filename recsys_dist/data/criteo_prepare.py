@@ -50,7 +50,7 @@ from recsys_dist.data import criteo_encode as enc
 from recsys_dist.data.bad_rows import BAD_ROWS_FILE, BadRows, PrepareError
 from recsys_dist.data.criteo_schema import CATEGORICAL_NAMES, COLUMNS, DENSE_NAMES, NUM_COLUMNS
 from recsys_dist.data.metadata import METADATA_FILE, SPLITS, Metadata, SparseFeature, SplitInfo
-from recsys_dist.data.parquet_parts import PartWriter
+from recsys_dist.data.parquet_parts import PartWriter, remove_temp_files
 from recsys_dist.data import raw_files
 from recsys_dist.data.raw_files import count_lines, expand_inputs
 from recsys_dist.data.raw_files import open_raw as _open
@@ -396,9 +396,7 @@ def prepare_criteo(cfg: PrepareConfig, progress: bool = True) -> Metadata:
     try:
         return _prepare_criteo(cfg, progress)
     except BaseException:
-        out = Path(cfg.out_dir)
-        for tmp in list(out.glob(".tmp-*")) + [f for s in SPLITS for f in (out / s).glob(".tmp-*")]:
-            tmp.unlink(missing_ok=True)
+        remove_temp_files(Path(cfg.out_dir))
         raise
 
 

@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from recsys_dist.data.metadata import SPLITS
+
 
 @dataclass
 class Part:
@@ -72,3 +74,9 @@ class PartWriter:
             self.writer.close()
             self.writer = None
         self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+
+
+def remove_temp_files(out: Path) -> None:
+    """A failed prepare's leftovers: the .tmp-* files of the dataset folder and of its split folders."""
+    for tmp in list(out.glob(".tmp-*")) + [f for s in SPLITS for f in (out / s).glob(".tmp-*")]:
+        tmp.unlink(missing_ok=True)

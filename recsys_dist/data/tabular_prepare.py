@@ -56,7 +56,7 @@ from recsys_dist.data import criteo_encode as enc
 from recsys_dist.data import given_splits
 from recsys_dist.data.bad_rows import BAD_ROWS_FILE, BadRows, PrepareError
 from recsys_dist.data.metadata import METADATA_FILE, SPLITS, Metadata, SparseFeature, SplitInfo
-from recsys_dist.data.parquet_parts import Part, PartWriter
+from recsys_dist.data.parquet_parts import Part, PartWriter, remove_temp_files
 from recsys_dist.data.raw_files import BadLine, LineReader, Rows, expand_inputs, open_raw
 from recsys_dist.data.schema_file import CategoricalSpec, Schema, SchemaError, load_schema, rule_holds
 from recsys_dist.data.tabular_encode import hash_strings, parse_numbers, parse_timestamps, split_lists
@@ -477,9 +477,7 @@ def prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema] = None) -> Meta
     try:
         return _prepare_tabular(cfg, schema)
     except BaseException:
-        out = Path(cfg.out_dir)
-        for tmp in list(out.glob(".tmp-*")) + [f for s in SPLITS for f in (out / s).glob(".tmp-*")]:
-            tmp.unlink(missing_ok=True)
+        remove_temp_files(Path(cfg.out_dir))
         raise
 
 

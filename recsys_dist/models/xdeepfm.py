@@ -82,6 +82,19 @@ class CIN(nn.Module):
             pooled.append(out.sum(dim=1))  # eq. 7
         return torch.cat(pooled, dim=1)
 
+    def forward_einsum(self, x0: torch.Tensor) -> torch.Tensor:
+        """forward as eq. 6 reads: one einsum over the [B, H, m, D] outer products (slow, memory-hungry); the
+        reference the chunked kernel is tested and benchmarked against."""
+        pooled, xk, last = [], x0, len(self.weights) - 1
+        for k, w in enumerate(self.weights):
+            xk = torch.einsum("bid,bjd,hij->bhd", xk, x0, w)
+            if self.split_half and k < last:
+                out, xk = xk[:, : xk.shape[1] // 2], xk[:, xk.shape[1] // 2:]
+            else:
+                out = xk
+            pooled.append(out.sum(dim=2))
+        return torch.cat(pooled, dim=1)
+
 
 class XDeepFMArch(DenseArch):
     def __init__(self, inputs: ArchInputs, cin_layers: Sequence[int] = (200, 200, 200), split_half: bool = True,
