@@ -97,8 +97,10 @@ def test_plan_cli_shows_progress_and_the_early_stop(tmp_path, capsys):
 
 def test_plan_cli_refuses_a_negative_budget(capsys):
     """Catches a negative --time-budget taken as 'no budget' or crashing deep in the planner."""
-    assert main(["plan", "--preset", "criteo-kaggle", "--world-size", "8", "--time-budget", "-1"]) == 2
-    assert "--time-budget -1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # argparse's range-checked type (config.RANGES) refuses it: exit 2
+        main(["plan", "--preset", "criteo-kaggle", "--world-size", "8", "--time-budget", "-1"])
+    assert e.value.code == 2
+    assert "argument --time-budget: -1 must be >= 0" in capsys.readouterr().err
 
 
 def test_train_shows_the_plan_search_when_it_plans_at_start_up(tmp_path):
