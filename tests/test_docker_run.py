@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import torch
+
+from checkpoint_state import assert_same_weights, full_state
+from dist_harness import free_port
 
 pytestmark = pytest.mark.docker
 
@@ -112,7 +113,7 @@ def _labelled(kind, label):
 def stack(docker_ready, image, tmp_path_factory):
     """A compose project of its own; torn down (down -v, torchx containers removed) whatever happens."""
     project = f"recsystest{os.getpid()}"
-    env = dict(os.environ, RECSYS_IMAGE=IMAGE, OVERRIDES=OVERRIDES, NPROC="2", TENSORBOARD_PORT=str(_free_port()))
+    env = dict(os.environ, RECSYS_IMAGE=IMAGE, OVERRIDES=OVERRIDES, NPROC="2", TENSORBOARD_PORT=str(free_port()))
     compose = docker_ready + ["-p", project, "-f", str(COMPOSE_FILE)]
     s = Stack(project, compose, env, tmp_path_factory.mktemp("docker"))
     yield s
@@ -143,31 +144,6 @@ class Stack:
         dest = self.tmp / name
         _run(["docker", "cp", f"{self.container('train')}:{path}", str(dest)], 300)
         return dest
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _weights(run_dir, tmp):
-    """Every weight and optimizer state tensor of a run's final checkpoint, on the host."""
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-
-    dest = tmp / f"{run_dir.name}.pt"
-    dcp_to_torch_save(str(run_dir / "checkpoint"), str(dest))
-    return torch.load(dest, weights_only=False)
-
-
-def _assert_same_weights(a, b):
-    assert a["model"].keys() == b["model"].keys()
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    for k, state in a["optim"]["state"].items():
-        for name, t in state.items():
-            if isinstance(t, torch.Tensor):
-                assert torch.equal(t, b["optim"]["state"][k][name]), f"optimizer {k}.{name}"
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +253,7 @@ def test_killed_train_container_resumes_to_the_same_weights(stack, compose_run, 
     assert len(resumes) == 1 and 0 < resumes[0]["step"] < STEPS, resumes
     result = json.loads((out / "result.json").read_text())
     assert result["steps"] == STEPS and result["resumed_from_step"] == resumes[0]["step"]
-    _assert_same_weights(_weights(compose_run, tmp_path), _weights(out, tmp_path))
+    assert_same_weights(full_state(compose_run / "checkpoint", tmp_path), full_state(out / "checkpoint", tmp_path))
 
 
 def test_torchx_local_docker_trains_like_compose(stack, compose_run, image, tmp_path):
@@ -311,7 +287,7 @@ def test_torchx_local_docker_trains_like_compose(stack, compose_run, image, tmp_
     run = out / "torchx"
     result = json.loads((run / "result.json").read_text())
     assert result["steps"] == STEPS and result["world_size"] == 2
-    _assert_same_weights(_weights(compose_run, tmp_path), _weights(run, tmp_path))
+    assert_same_weights(full_state(compose_run / "checkpoint", tmp_path), full_state(run / "checkpoint", tmp_path))
     owner = (out.stat().st_uid, out.stat().st_gid)
     assert {(p.stat().st_uid, p.stat().st_gid) for p in run.rglob("*")} == {owner}
 

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
+from checkpoint_state import assert_same_weights, full_state
 from dist_harness import free_port
 from prepared_fixtures import write_dataset
 
@@ -41,26 +41,6 @@ def _torchrun(root, out, *extra, max_restarts=0):
             *_overrides(root, out, *extra)]
 
 
-def _full_state(ckpt, tmp):
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-
-    tmp.mkdir(parents=True, exist_ok=True)
-    dest = tmp / f"{ckpt.parent.name}.pt"
-    dcp_to_torch_save(str(ckpt), str(dest))
-    return torch.load(dest, weights_only=False)
-
-
-def _assert_same_weights(a, b):
-    ma, mb = a["model"], b["model"]
-    assert ma.keys() == mb.keys()
-    for k in ma:
-        assert torch.equal(ma[k], mb[k]), k
-    for k, v in a["optim"]["state"].items():
-        for name, t in v.items():
-            if isinstance(t, torch.Tensor):
-                assert torch.equal(t, b["optim"]["state"][k][name]), f"optimizer {k}.{name}"
-
-
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory):
     """An uninterrupted 2-rank torchrun run; its plan is the plan of every other run here."""
@@ -82,7 +62,7 @@ def _torchx(j, root, out, plan, port, max_retries=0):
 def test_torchx_1x2_and_2x1_train_like_torchrun(baseline, tmp_path):
     tmp, root, ref = baseline
     plan = ref / "plan.json"
-    want = _full_state(ref / "checkpoint", tmp_path)
+    want = full_state(ref / "checkpoint", tmp_path)
     for j in ("1x2", "2x1"):
         out = tmp / f"torchx_{j}"
         proc = _torchx(j, root, out, plan, free_port())
@@ -90,7 +70,7 @@ def test_torchx_1x2_and_2x1_train_like_torchrun(baseline, tmp_path):
         assert proc.returncode == 0, log[-3000:]
         result = json.loads((out / "result.json").read_text())
         assert result["world_size"] == 2 and result["steps"] == STEPS
-        _assert_same_weights(want, _full_state(out / "checkpoint", tmp_path / j))
+        assert_same_weights(want, full_state(out / "checkpoint", tmp_path / j))
     assert "--nnodes 2 --nproc_per_node 1" in _dryrun("2x1")
 
 
@@ -157,7 +137,7 @@ def _assert_resumed_once_to_the_same_weights(out, ref, tmp_path):
     assert all(s > resumes[0]["step"] for s in after)
     result = json.loads((out / "result.json").read_text())
     assert result["steps"] == STEPS and result["resumed_from_step"] == resumes[0]["step"]
-    _assert_same_weights(_full_state(ref / "checkpoint", tmp_path), _full_state(out / "checkpoint", tmp_path / "k"))
+    assert_same_weights(full_state(ref / "checkpoint", tmp_path), full_state(out / "checkpoint", tmp_path / "k"))
 
 
 def test_sigkill_of_one_rank_restarts_and_resumes_to_the_same_weights(baseline, tmp_path):
