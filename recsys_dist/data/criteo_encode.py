@@ -8,6 +8,8 @@ Id layouts (what `prepare` writes into the int64 sparse columns):
 * bucketize (I1..I13):  v = floor(ln(x)^2) if x > 2 else x (Criteo winners); v is clamped to >= BUCKET_LOW;
                         id = v - BUCKET_LOW + 1; empty -> 0.                   num_embeddings = BUCKET_ROWS
 * log (dense I1..I13):  ln(1 + max(x, 0)) as float32; empty -> 0.
+* minmax (dense I1..I13): (x - lo) / (hi - lo) clipped to [0, 1] as float32, lo / hi = min / max of the field's
+                        non-empty train values (OptInter's eq. 20); empty -> 0; hi <= lo (one value or none) -> 0.
 """
 
 from __future__ import annotations
@@ -116,6 +118,14 @@ def parse_int(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
 def dense_log(values: np.ndarray) -> np.ndarray:
     """ln(1 + max(x, 0)) as float32 (empty fields arrive here as 0)."""
     return np.log1p(np.maximum(values, 0).astype(np.float64)).astype(np.float32)
+
+
+def dense_minmax(values: np.ndarray, empty: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """(x - lo) / (hi - lo) clipped to [0, 1] as float32 (values outside the train range land on 0 or 1); empty -> 0."""
+    if not hi > lo:
+        return np.zeros(values.shape, dtype=np.float32)
+    x = np.clip((values.astype(np.float64) - lo) / (hi - lo), 0.0, 1.0)
+    return np.where(empty, 0.0, x).astype(np.float32)
 
 
 def bucketize(values: np.ndarray, empty: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """`recsys-dist prepare`: raw Criteo TSV (day_N / train.txt, optionally .gz) -> Parquet shards + metadata.json.
 
     out_dir/metadata.json
-    out_dir/{train,val,test}/part-NNNNN.parquet   label int8, I1..I13 float32 (log) | int64 ids (bucketize),
+    out_dir/{train,val,test}/part-NNNNN.parquet   label int8, I1..I13 float32 (log, minmax) | int64 ids (bucketize),
                                                   C1..C26 int64 ids in [0, num_embeddings)
 
 Streaming: each input file is read in blocks of whole lines (raw_files.LineReader: no read-ahead, memory is a
@@ -17,6 +17,10 @@ the same split. `auto`: day when there are >= 2 day files, else ratio. The paper
 `criteo_kaggle` (as in DLRM's Kaggle runs): one train.txt cut into 7 consecutive days of equal line counts, days 1-6 train, day 7's
 first half val, the rest test; `criteo_terabyte`: exactly day_0 .. day_23, days 0-22 train, day 23 halves into
 val / test (the `day` split, with the files checked). Vocabularies and dense statistics come from train rows only.
+
+Dense transforms: `log`, `bucketize`, `minmax` (OptInter's eq. 20: (x - min) / (max - min) with the min / max of
+each field's non-empty train values, found in the counting pass; val / test values outside that range are clipped to
+0 / 1 and counted per split in metadata.source.minmax_clipped; empty -> 0).
 
 Bad rows (docs/data.md, "Bad rows": the exact grammar): invalid UTF-8, a NUL byte, a CR inside a line, an empty
 line, a line longer than a block, a wrong column count, a label not 0/1, a dense field not `-?[0-9]+` within int64,
@@ -59,6 +63,7 @@ BLOCK_BYTES = 8 << 20  # raw read block (~32k Criteo rows): the unit of parsing 
 ROW_GROUP_ROWS = 32768  # output row group (~a block of rows), whatever a split's share of a block
 PARALLEL_MIN_BYTES = 64 << 20  # one worker process per this much input (up to `workers`)
 SPLIT_OPTIONS = ("auto", "day", "ratio", "criteo_kaggle", "criteo_terabyte")
+DENSE_OPTIONS = ("log", "bucketize", "minmax")
 KAGGLE_DAYS = 7  # Criteo Kaggle's train.txt holds 7 days in time order (DLRM cuts it into 7 equal parts)
 TERABYTE_DAYS = 24  # Criteo Terabyte: day_0 .. day_23
 _DAY = re.compile(r"^day_(\d+)(\.gz)?$")
@@ -110,6 +115,7 @@ class _Task:
     out_dir: str = ""
     rows_per_file: int = 1000000
     vocab: Optional[List[enc.Vocab]] = None  # write mode with categorical=vocab: one per field
+    minmax: Optional[List[Tuple[float, float]]] = None  # write mode with dense=minmax: train (min, max) per field
 
 
 @dataclass
@@ -171,8 +177,10 @@ def _process(task: _Task) -> Dict[str, Any]:
     mode counts values."""
     log = Path(task.out_dir) / _bad_log_name(task.index) if task.mode == "write" else None
     bad = BadRows(task.strict, log)
-    counters = [enc.VocabCounter() for _ in CATEGORICAL_NAMES] if task.mode == "count" else None
-    stats = _DenseStats()
+    counting = task.mode == "count"
+    counters = [enc.VocabCounter() for _ in CATEGORICAL_NAMES] if counting and task.categorical == "vocab" else None
+    stats = _DenseStats()  # write mode: transformed train values; count mode with minmax: raw train lo / hi
+    clipped = {s: [0] * len(DENSE_NAMES) for s in SPLITS}
     writers: Dict[str, PartWriter] = {}
     rng = np.random.default_rng([task.split[3], task.index]) if task.split[0] == "ratio" else None
     stream = _open(task.path)
@@ -192,13 +200,18 @@ def _process(task: _Task) -> Dict[str, Any]:
                     if not sel.any():
                         continue
                     sub = {k: v[sel] for k, v in cols.items()}
+                    if counting:
+                        if name == "train":
+                            for f, c in enumerate(counters or []):
+                                c.add(sub["_raw"][f][~sub["_empty"][f]])
+                            if task.dense == "minmax":
+                                _update_range(stats, sub)
+                        continue
                     if name == "train":
                         _update_stats(stats, task, sub)
-                    if counters is not None:
-                        if name == "train":
-                            for f, c in enumerate(counters):
-                                c.add(sub["_raw"][f][~sub["_empty"][f]])
-                        continue
+                    if "_dclip" in sub:
+                        for i, n_out in enumerate(sub["_dclip"].a.sum(axis=1).tolist()):
+                            clipped[name][i] += int(n_out)
                     if name not in writers:
                         writers[name] = _part_writer(task, name)
                     writers[name].add(_table(writers[name].schema, sub))
@@ -221,7 +234,7 @@ def _process(task: _Task) -> Dict[str, Any]:
     parts = [{"split": name, "path": str(p.path), "rows": p.rows, "positives": p.positives}
              for name, w in writers.items() for p in w.parts]
     out: Dict[str, Any] = {"index": task.index, "parts": parts, "bad": bad.as_dict(), "lines": reader.lines,
-                           "stats": asdict(stats), "log": str(log) if log else None}
+                           "stats": asdict(stats), "log": str(log) if log else None, "clipped": clipped}
     if counters is not None:
         out["counts"] = [c.result() for c in counters]
     return out
@@ -275,6 +288,15 @@ def _encode_batch(task: _Task, rows: raw_files.Rows, bad: BadRows) -> Tuple[np.n
         for name, (v, e) in zip(DENSE_NAMES, dense):
             cols[name] = enc.dense_log(v)
             cols["_dempty_" + name] = e
+    elif task.dense == "minmax" and task.mode == "count":  # the train range is what this pass finds
+        cols["_draw"] = _RowsView(np.stack([v for v, _ in dense]))
+        cols["_dempty"] = _RowsView(np.stack([e for _, e in dense]))
+    elif task.dense == "minmax":
+        for name, (v, e), (lo, hi) in zip(DENSE_NAMES, dense, task.minmax):  # type: ignore[arg-type]
+            cols[name] = enc.dense_minmax(v, e, lo, hi)
+            cols["_dempty_" + name] = e
+        cols["_dclip"] = _RowsView(np.stack([~e & ((v < lo) | (v > hi))
+                                             for (v, e), (lo, hi) in zip(dense, task.minmax)]))  # type: ignore
     else:
         for name, (v, e) in zip(DENSE_NAMES, dense):
             cols[name] = enc.bucketize(v, e)
@@ -301,8 +323,17 @@ class _RowsView:
         return _RowsView(self.a[:, sel]) if not isinstance(sel, int) else self.a[sel]
 
 
+def _update_range(st: _DenseStats, sub: Dict[str, Any]) -> None:
+    """Count mode, dense=minmax: min / max of each field's non-empty raw train values."""
+    for i in range(len(DENSE_NAMES)):
+        v = sub["_draw"][i][~sub["_dempty"][i]]
+        if v.size:
+            st.lo[i] = min(st.lo[i], float(v.min()))
+            st.hi[i] = max(st.hi[i], float(v.max()))
+
+
 def _update_stats(st: _DenseStats, task: _Task, sub: Dict[str, Any]) -> None:
-    if task.dense != "log":
+    if task.dense not in ("log", "minmax"):
         return
     st.n += int(sub["label"].size)
     for i, name in enumerate(DENSE_NAMES):
@@ -315,7 +346,7 @@ def _update_stats(st: _DenseStats, task: _Task, sub: Dict[str, Any]) -> None:
 
 
 def _schema(dense: str) -> pa.Schema:
-    dense_type = pa.float32() if dense == "log" else pa.int64()
+    dense_type = pa.int64() if dense == "bucketize" else pa.float32()
     return pa.schema([("label", pa.int8())] + [(n, dense_type) for n in DENSE_NAMES]
                      + [(n, pa.int64()) for n in CATEGORICAL_NAMES])
 
@@ -323,7 +354,7 @@ def _schema(dense: str) -> pa.Schema:
 # -- the whole job --------------------------------------------------------------------------------------------
 def _check(cfg: PrepareConfig) -> None:
     for key, value, choices in (("categorical", cfg.categorical, ("hash", "vocab")),
-                                ("dense", cfg.dense, ("log", "bucketize")),
+                                ("dense", cfg.dense, DENSE_OPTIONS),
                                 ("split", cfg.split, SPLIT_OPTIONS)):
         if value not in choices:
             raise PrepareError(f"prepare.{key}={value!r} is not one of {', '.join(choices)}")
@@ -332,6 +363,17 @@ def _check(cfg: PrepareConfig) -> None:
     if not (0 <= cfg.val_ratio < 1 and 0 <= cfg.test_ratio < 1 and cfg.val_ratio + cfg.test_ratio < 1):
         raise PrepareError(f"prepare: val_ratio={cfg.val_ratio} and test_ratio={cfg.test_ratio} must be in "
                            "[0, 1) with a sum < 1")
+
+
+def _minmax_source(minmax: List[Tuple[float, float]], results: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """metadata.source for dense=minmax: the train (min, max) per field (None: no train value) and, per val / test,
+    the count of values outside it (clipped to 0 / 1) per field that has any."""
+    ranges = {n: [lo, hi] if lo <= hi else None for n, (lo, hi) in zip(DENSE_NAMES, minmax)}
+    clipped: Dict[str, Dict[str, int]] = {}
+    for s in ("val", "test"):
+        per = [sum(r["clipped"][s][i] for r in results) for i in range(len(DENSE_NAMES))]
+        clipped[s] = {n: c for n, c in zip(DENSE_NAMES, per) if c}
+    return {"minmax": ranges, "minmax_clipped": clipped}
 
 
 def _check_named_split(split: str, files: List[InputFile]) -> None:
@@ -432,21 +474,26 @@ def _prepare_criteo(cfg: PrepareConfig, progress: bool) -> Metadata:
             split_detail.update(val_test_file=f.path, val_lines=f"1-{(lines + 1) // 2}",
                                 test_lines=f"{(lines + 1) // 2 + 1}-{lines}")
 
-    def task(i: int, mode: str, vocab: Any = None) -> _Task:
+    def task(i: int, mode: str, vocab: Any = None, minmax: Any = None) -> _Task:
         return _Task(i, files[i].path, mode, specs[i], cfg.categorical, cfg.dense, cfg.hash_cap, cfg.strict,
-                     str(out), cfg.rows_per_file, vocab)
+                     str(out), cfg.rows_per_file, vocab, minmax)
 
     vocabs: Optional[List[enc.Vocab]] = None
-    if cfg.categorical == "vocab":  # pass 1: counts over the train split
+    minmax: Optional[List[Tuple[float, float]]] = None
+    if cfg.categorical == "vocab" or cfg.dense == "minmax":  # pass 1: counts / dense range over the train split
         count_files = [i for i in range(len(files)) if specs[i][0] != "halves"]
-        counted = _run([task(i, "count") for i in count_files], workers, "prepare: vocab counts", progress)
-        vocabs = []
-        for f in range(len(CATEGORICAL_NAMES)):
-            total = enc.VocabCounter()
-            for r in counted:
-                total.add_counts(*r["counts"][f])
-            vocabs.append(enc.Vocab(*total.result(), min_count=cfg.min_count))
-    results = _run([task(i, "write", vocabs) for i in range(len(files))], workers, "prepare", progress)
+        counted = _run([task(i, "count") for i in count_files], workers, "prepare: train counts", progress)
+        if cfg.categorical == "vocab":
+            vocabs = []
+            for f in range(len(CATEGORICAL_NAMES)):
+                total = enc.VocabCounter()
+                for r in counted:
+                    total.add_counts(*r["counts"][f])
+                vocabs.append(enc.Vocab(*total.result(), min_count=cfg.min_count))
+        if cfg.dense == "minmax":
+            minmax = [(min([r["stats"]["lo"][i] for r in counted], default=math.inf),
+                       max([r["stats"]["hi"][i] for r in counted], default=-math.inf)) for i in range(len(DENSE_NAMES))]
+    results = _run([task(i, "write", vocabs, minmax) for i in range(len(files))], workers, "prepare", progress)
 
     bad = BadRows(strict=False)
     with open(out / f".tmp-{BAD_ROWS_FILE}", "wb") as log:  # every file's bad rows, in input order
@@ -485,13 +532,13 @@ def _prepare_criteo(cfg: PrepareConfig, progress: bool) -> Metadata:
         else:
             sparse.append(SparseFeature(name, cfg.hash_cap, encoding="hash"))
     dense_stats: Dict[str, Dict[str, float]] = {}
-    if cfg.dense == "log" and stats.n:
+    if cfg.dense in ("log", "minmax") and stats.n:
         for i, name in enumerate(DENSE_NAMES):
             mean = stats.s[i] / stats.n
             dense_stats[name] = {"mean": mean, "std": math.sqrt(max(stats.ss[i] / stats.n - mean * mean, 0.0)),
                                  "min": stats.lo[i], "max": stats.hi[i], "empty_rate": stats.empty[i] / stats.n}
     md = Metadata(
-        dense_features=list(DENSE_NAMES) if cfg.dense == "log" else [],
+        dense_features=[] if cfg.dense == "bucketize" else list(DENSE_NAMES),
         sparse_features=sparse,
         splits=splits,
         source={"format": "criteo_tsv", "inputs": [f.path for f in files], "categorical": cfg.categorical,
@@ -499,7 +546,8 @@ def _prepare_criteo(cfg: PrepareConfig, progress: bool) -> Metadata:
                 "min_count": cfg.min_count if cfg.categorical == "vocab" else None,
                 "split": split_detail, "val_ratio": cfg.val_ratio, "test_ratio": cfg.test_ratio, "seed": cfg.seed,
                 "lines": sum(r["lines"] for r in results),
-                "bucket_low": enc.BUCKET_LOW if cfg.dense == "bucketize" else None},
+                "bucket_low": enc.BUCKET_LOW if cfg.dense == "bucketize" else None,
+                **(_minmax_source(minmax, results) if minmax is not None else {})},
         dense_transform=cfg.dense,
         dense_stats=dense_stats,
         bad_rows=bad.as_dict(),
