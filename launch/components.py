@@ -7,8 +7,9 @@
         --mounts type=volume,src=ckpt-pvc,dst=/runs -- train.out_dir=/runs/dlrm_tb
 
 The AppDef comes from torchx's own `dist.ddp` (torchrun with c10d rendezvous on the first replica's host, one
-role of nnodes replicas); this adds the project's entry point, defaults and checks. The same component serves CPU
-and GPU jobs: the trainer picks cuda + nccl when it sees a GPU, cpu + gloo otherwise (train.device=auto).
+role of nnodes replicas); this adds the project's entry point, defaults and checks: the config is checked while
+the AppDef is built (recsys_dist/submit_check.py, `--check`), so a bad override stops `torchx run` with one line
+and exit 2 before anything is submitted. The same component serves CPU and GPU jobs: the trainer picks cuda + nccl when it sees a GPU, cpu + gloo otherwise (train.device=auto).
 Fault tolerance, the same on every scheduler: --max_retries K becomes torchrun's --max-restarts K, so when a rank
 dies the job's own torchrun agents restart every worker (local_cwd too, which has no retries of its own), and
 the workers resume from the newest complete checkpoint in train.out_dir (train.resume=auto). Schedulers that
@@ -16,10 +17,15 @@ retry (kubernetes, aws_batch, ...) also get max_retries on the role, for a lost 
 resumes the same way. out_dir must be on storage all nodes share.
 """
 
-from typing import Dict, List, Optional
+import os
+import sys
+from typing import Dict, List, NoReturn, Optional
 
 import torchx.specs as specs
 from torchx.components.dist import ddp, parse_nnodes
+
+from recsys_dist.config import ConfigError
+from recsys_dist.submit_check import check_train_job
 
 
 def train(
@@ -37,6 +43,7 @@ def train(
     max_retries: int = 3,
     rdzv_port: int = 29500,
     rdzv_backend: str = "c10d",
+    check: str = "auto",
 ) -> specs.AppDef:
     """Trains a CTR model (`recsys-dist train`) on nnodes x nproc_per_node ranks with torchrun.
 
@@ -57,15 +64,23 @@ def train(
             node); each restart resumes from the newest checkpoint
         rdzv_port: port of the c10d rendezvous store on the first node (multi-node only)
         rdzv_backend: torchrun rendezvous backend (c10d, or static / etcd)
+        check: what is checked here before the job is submitted (recsys_dist/submit_check.py): auto (the config
+            and batch sizes always; data.dir, plan, constraints and the resume checkpoint when they exist on
+            this host), all (also those, which must exist here), config (no file looked for), none
     """
-    _, max_nnodes, nproc_per_node, _ = parse_nnodes(j)
-    if gpu > 0 and nproc_per_node > gpu:
-        raise ValueError(f"-j {j}: {nproc_per_node} processes per node but --gpu {gpu}: one GPU per rank")
-    if max_retries < 0:
-        raise ValueError(f"--max_retries {max_retries}: must be >= 0")
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise ValueError(f"overrides {bad}: expected section.key=value after `--`, e.g. train.max_steps=100")
+    min_nnodes, max_nnodes, nproc_per_node, _ = parse_nnodes(j)
+    try:
+        if gpu > 0 and nproc_per_node > gpu:
+            raise ConfigError(f"-j {j}: {nproc_per_node} processes per node but --gpu {gpu}: one GPU per rank")
+        if max_retries < 0:
+            raise ConfigError(f"--max_retries {max_retries}: must be >= 0")
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise ConfigError(f"overrides {bad}: expected section.key=value after `--`, e.g. train.max_steps=100")
+        world_sizes = [n * nproc_per_node for n in range(min_nnodes, max_nnodes + 1)]
+        check_train_job(config, overrides, world_sizes, check)
+    except ConfigError as e:
+        _refuse(e)
     job_env = {"PYTHONUNBUFFERED": "1"}
     if max_nnodes > 1:  # several agents: a fresh store per restart round (see recsys_dist.dist_env.round_store)
         job_env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
@@ -88,6 +103,15 @@ def train(
     )
     _add_torchrun_restarts(app.roles[0], max_retries)
     return app
+
+
+def _refuse(e: ConfigError) -> NoReturn:
+    """Under `torchx run` a bad job is one line and exit 2, as `recsys-dist train` prints it (torchx would print
+    a traceback); called from Python, the ConfigError."""
+    if os.environ.get("TORCHX_CONTEXT_NAME") != "cli_run":
+        raise e
+    print(f"torchx component train: config error: {e} (nothing submitted)", file=sys.stderr)
+    sys.exit(2)
 
 
 def _add_torchrun_restarts(role: specs.Role, max_restarts: int) -> None:

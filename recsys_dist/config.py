@@ -233,8 +233,10 @@ def _dotted_keys(d: Mapping[str, Any], prefix: str = "") -> List[str]:
     return out
 
 
-def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> JobConfig:
-    """Schema defaults <- YAML file <- `section.key=value` overrides, then `validate`."""
+def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = (),
+                check_paths: bool = True) -> JobConfig:
+    """Schema defaults <- YAML file <- `section.key=value` overrides, then `validate` (`check_paths=False`: the
+    files the config names are not looked for, e.g. on a host that submits the job elsewhere)."""
     cfg = OmegaConf.structured(JobConfig)
     sources: Dict[str, str] = {}  # dotted key -> where its value was set (the last layer wins)
     if path is not None:
@@ -265,7 +267,7 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
         raise ConfigError(f"{path or 'config'}: required key(s) not set: {', '.join(missing)}")
     job: JobConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     job._sources = sources  # type: ignore[attr-defined]
-    validate(job)
+    validate(job, check_paths=check_paths)
     return job
 
 
@@ -302,7 +304,7 @@ def check_ranges(cfg: JobConfig) -> None:
                 raise ConfigError(f"{source_of(cfg, key)}: {name}={v} {must}")
 
 
-def validate(cfg: JobConfig, source: Optional[str] = None) -> None:
+def validate(cfg: JobConfig, source: Optional[str] = None, check_paths: bool = True) -> None:
     """Checks the meaning of values; types and key names were already checked by the schema. Messages name
     where each value was set (`source` overrides that, for a config not made by load_config)."""
     from recsys_dist.models.registry import validate_arch_args  # late: models import torch
@@ -319,7 +321,7 @@ def validate(cfg: JobConfig, source: Optional[str] = None) -> None:
     if cfg.prepare.val_ratio + cfg.prepare.test_ratio >= 1:
         raise ConfigError(f"{source_of(cfg, 'prepare.val_ratio')}: prepare.val_ratio + prepare.test_ratio = "
                           f"{cfg.prepare.val_ratio + cfg.prepare.test_ratio:g} must be < 1")
-    if cfg.train.resume not in ("auto", "never") and not Path(cfg.train.resume).is_dir():
+    if check_paths and cfg.train.resume not in ("auto", "never") and not Path(cfg.train.resume).is_dir():
         raise ConfigError(f"{source_of(cfg, 'train.resume')}: train.resume={cfg.train.resume!r}: expected auto, "
                           f"never or a checkpoint folder")
     if cfg.sharding.sharding_types is not None:
@@ -330,7 +332,7 @@ def validate(cfg: JobConfig, source: Optional[str] = None) -> None:
                 raise ConfigError(f"{source_of(cfg, 'sharding.sharding_types')}: sharding.sharding_types[]={t!r} "
                                   f"is not one of {', '.join(SHARDING_TYPES)}")
     for key in ("sharding.plan", "sharding.constraints"):
-        if _get(cfg, key) is not None and not Path(_get(cfg, key)).is_file():
+        if check_paths and _get(cfg, key) is not None and not Path(_get(cfg, key)).is_file():
             raise ConfigError(f"{source_of(cfg, key)}: {key}={_get(cfg, key)!r}: file not found")
     try:
         validate_arch_args(cfg.model.arch, cfg.model.arch_args)

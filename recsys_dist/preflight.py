@@ -33,11 +33,7 @@ def check_job(cfg: JobConfig, world_size: int, splits: Sequence[str], plan: Opti
             have = ", ".join(f"{k} ({v.rows} rows)" for k, v in md.splits.items())
             raise ConfigError(f"{source_of(cfg, 'data.dir')}: data.dir={cfg.data.dir!r} has no rows in split "
                               f"{split!r} (splits: {have or 'none'})")
-    for key in ("data.batch_size", "data.eval_batch_size"):
-        value = getattr(cfg.data, key.split(".")[1])
-        if value % world_size:
-            raise ConfigError(f"{source_of(cfg, key)}: {key}={value} is not divisible by the world size "
-                              f"{world_size}")
+    check_batches(cfg, world_size)
     tables, exact = _tables(cfg, md)
     model = _meta_model(cfg, md, tables)
     if plan and exact:
@@ -51,6 +47,15 @@ def check_job(cfg: JobConfig, world_size: int, splits: Sequence[str], plan: Opti
                 verify(Path(path), fingerprint)
             except CheckpointError as e:
                 raise ConfigError(f"checkpoint {e}{checkpoint_note}") from None
+
+
+def check_batches(cfg: JobConfig, world_size: int) -> None:
+    """Each rank reads batch / world_size rows: the global batches must divide evenly."""
+    for key in ("data.batch_size", "data.eval_batch_size"):
+        value = getattr(cfg.data, key.split(".")[1])
+        if value % world_size:
+            raise ConfigError(f"{source_of(cfg, key)}: {key}={value} is not divisible by the world size "
+                              f"{world_size}")
 
 
 def _tables(cfg: JobConfig, md) -> Tuple[List, bool]:

@@ -199,7 +199,7 @@ def test_component_builds_the_appdef():
     sys.path.insert(0, str(REPO))
     from launch.components import train
 
-    app = train("train.max_steps=5", config="configs/x.yaml", j="4x8", gpu=8, image="img:cuda", max_retries=2,
+    app = train("train.max_steps=5", config="configs/x.yaml", check="none", j="4x8", gpu=8, image="img:cuda", max_retries=2,
                 mounts=["type=bind", "src=/data", "dst=/data"], env={"NCCL_DEBUG": "INFO"})
     [role] = app.roles
     assert (role.num_replicas, role.max_retries, role.image, role.resource.gpu) == (4, 2, "img:cuda", 8)

@@ -29,9 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, [("data", "data.dir"), ("out", "train.out_dir"), ("plan", "sharding.plan"),
                                   ("max_steps", "train.max_steps")])
-    check_job(cfg, world_size(), splits=["train"], plan=cfg.sharding.plan, checkpoints=_resume_checkpoint(cfg),
-              checkpoint_note=f" (train.resume={cfg.train.resume} would resume from it; train.resume=never or "
-                              f"another train.out_dir starts over)")
+    check_job(cfg, world_size(), splits=["train"], plan=cfg.sharding.plan, checkpoints=resume_checkpoint(cfg),
+              checkpoint_note=resume_note(cfg))
     from recsys_dist.train import train  # heavy imports after the job is known to be good
 
     result = train(cfg)
@@ -40,7 +39,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resume_checkpoint(cfg) -> List[Path]:
+def resume_note(cfg) -> str:
+    return (f" (train.resume={cfg.train.resume} would resume from it; train.resume=never or another "
+            f"train.out_dir starts over)")
+
+
+def resume_checkpoint(cfg) -> List[Path]:
     """The checkpoint train.resume would load (as recsys_dist.train does), to check it up front."""
     if cfg.train.resume == "never":
         return []
