@@ -137,7 +137,7 @@ def test_checkpoint_of_another_model_is_refused_before_work(w, capsys):
 
 def test_demo_under_torchrun(w):
     """Defect caught: the demo under a launch run by both ranks, or its own torchrun / evaluate step joining the
-    outer launch's process group (a hang once rank 1 has left)."""
+    outer launch's process group (a hang once rank 1 has left); output lines naming 2 ranks after `--ranks 1`."""
     small = ["synth.days=2", "synth.rows_per_day=4000", "data.batch_size=256", "train.log_every_steps=0",
              "plan.formats=[json]"]
     cwd = w / "demo"
@@ -147,3 +147,10 @@ def test_demo_under_torchrun(w):
     assert (cwd / "runs" / "demo" / "train" / "result.json").is_file()
     line = next(x for x in r.stdout.splitlines() if x.startswith("test AUC (evaluate, 1 process)"))
     assert 0.55 < float(line.split()[5]) <= 1.0, line
+    # --ranks 1: every line says 1 rank (the labels once said "2-rank training" whatever --ranks was)
+    result = json.loads((cwd / "runs" / "demo" / "train" / "result.json").read_text())
+    assert result["world_size"] == 1
+    trained = next(x for x in r.stdout.splitlines() if x.startswith("test AUC (1-rank training)"))
+    assert float(trained.split()[4]) == pytest.approx(result["test"]["auc"], abs=1e-4), trained
+    assert "[demo 4/5] train on 1 rank (torchrun)" in r.stdout and " on 1 rank; total " in r.stdout
+    assert "2-rank" not in r.stdout and "ranks" not in r.stdout.split("[demo 3/5]", 1)[1], r.stdout[-3000:]

@@ -2,9 +2,9 @@
 
   1. synth     Criteo-format day files with a planted signal (and the generator's own AUC)
   2. prepare   -> Parquet shards + metadata.json
-  3. plan      the sharding plan for 2 CPU ranks, with text / JSON / HTML reports
-  4. train     DLRM on 2 gloo ranks under torchrun, on exactly that plan (TrainPipelineSparseDist)
-  5. evaluate  the 2-rank checkpoint, loaded into 1 process (resharded), on the test split
+  3. plan      the sharding plan for --ranks N CPU ranks (default 2), with text / JSON / HTML reports
+  4. train     DLRM on N gloo ranks under torchrun, on exactly that plan (TrainPipelineSparseDist)
+  5. evaluate  the N-rank checkpoint, loaded into 1 process (resharded when N > 1), on the test split
 
 It prints the test AUC beside the generator's AUC. Defaults: recsys_dist/presets/demo.yaml; change anything with
 --config or section.key=value overrides (e.g. synth.rows_per_day=20000 train.epochs=1).
@@ -31,6 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ranks", dest="nproc", type=bounded(int, "> 0"), default=2, help="training ranks (torchrun processes), default 2")
     p.add_argument("--nproc", dest="nproc", type=bounded(int, "> 0"), help=argparse.SUPPRESS)  # old spelling; torchrun's prefix
     p.add_argument("--workdir", default="runs/demo", help="where the resolved demo config is written")
+
+
+def _ranks(n: int) -> str:
+    return f"{n} rank" + ("" if n == 1 else "s")
 
 
 def _step(n: int, title: str) -> float:
@@ -82,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     print("  rows: " + ", ".join(f"{k} {v.rows:,}" for k, v in md.splits.items())
           + f"; bad rows {md.bad_rows.get('count', 0)}  [{time.perf_counter() - t:.1f}s]")
 
-    t = _step(3, f"plan for {args.nproc} CPU ranks -> {plan_path}")
+    ranks = _ranks(args.nproc)
+    t = _step(3, f"plan for {ranks} (CPU) -> {plan_path}")
     from recsys_dist.cli import main as cli_main
 
     rc = cli_main(["plan", "--config", str(resolved)])
@@ -90,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         return rc
     print(f"  [{time.perf_counter() - t:.1f}s]")
 
-    t = _step(4, f"train on {args.nproc} ranks (torchrun) -> {cfg.train.out_dir}")
+    t = _step(4, f"train on {ranks} (torchrun) -> {cfg.train.out_dir}")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
            "-m", "recsys_dist.cli", "train", "--config", str(resolved), f"sharding.plan={plan_path}"]
     print("  $ " + " ".join(cmd[2:]), flush=True)
@@ -102,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     result = json.loads((Path(cfg.train.out_dir) / "result.json").read_text())
     print(f"  [{time.perf_counter() - t:.1f}s]")
 
-    t = _step(5, "evaluate the checkpoint in 1 process (resharded from the 2-rank plan)")
+    t = _step(5, "evaluate the checkpoint in 1 process" + (f" (resharded from the {args.nproc}-rank plan)"
+                                                           if args.nproc > 1 else ""))
     from recsys_dist.evaluate import evaluate
 
     from recsys_dist.early_stopping import default_checkpoint
@@ -111,9 +117,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"  [{time.perf_counter() - t:.1f}s]")
 
     print("\n=== recsys-dist demo ===")
-    print(f"test AUC (2-rank training)     {result['test']['auc']:.4f}   logloss {result['test']['logloss']:.4f}")
+    print(f"{f'test AUC ({args.nproc}-rank training)':<30} {result['test']['auc']:.4f}   logloss {result['test']['logloss']:.4f}")
     print(f"test AUC (evaluate, 1 process) {ev['auc']:.4f}   logloss {ev['logloss']:.4f}")
     print(f"generator (Bayes) AUC          {bayes:.4f}   gap {bayes - ev['auc']:+.4f}")
-    print(f"train samples/s {result['samples_per_s']:,.0f} on {args.nproc} ranks; "
+    print(f"train samples/s {result['samples_per_s']:,.0f} on {ranks}; "
           f"total {time.perf_counter() - t0:.0f}s; run folder {cfg.train.out_dir}")
     return 0
