@@ -5,7 +5,8 @@ metric (train.early_stopping.metric: auc or logloss; mode max / min, auto = max 
 value better by more than min_delta is an improvement, and with train.keep_best the model is saved to
 <out_dir>/best_checkpoint (model weights only, sharded like any checkpoint). With patience P > 0, training stops
 after P validations in a row without an improvement. The final test (train.test) then scores the best checkpoint
-(or the live model when the best is the last step), and result.json says which step was tested.
+(or the live model when the best is the last step), and result.json says which step was tested; a search stage's
+architecture.json is exported from the same weights (train.py).
 
 Every rank takes rank 0's decision (broadcast), so ranks never disagree about stopping or saving. The state
 (best value and step, validations without improvement, stopped) goes into every checkpoint's recsys_dist.json, so

@@ -4,7 +4,8 @@ final test metrics.
 Runs as one process or as each rank of a torchrun / torchx job; `train(cfg)` returns the final metrics on every
 rank. Rank 0 writes the run folder (train.out_dir): config.yaml, plan.json, metrics.jsonl, result.json,
 tensorboard/, checkpoints/step_N (every train.checkpoint_every_steps, the newest train.keep_checkpoints kept),
-checkpoint/ (the final one), and architecture.json for arches with a search stage.
+checkpoint/ (the final one), and architecture.json for arches with a search stage (from the best checkpoint's
+weights when one is kept: recsys_dist/early_stopping.py).
 
 With train.resume=auto (the default) a job started again on the same run folder, e.g. by torchrun --max-restarts
 or a torchx retry after a rank died, continues from the newest complete checkpoint: model, optimizer and LR
@@ -278,17 +279,20 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
         result["val"] = val_metrics
     result.update(sel.summary())
     result["model_size"] = model_size(built, cfg.model.embedding_dtype)
-    arch = built.model.dense_arch
-    if hasattr(arch, "export_architecture") and env.is_main:
-        (out / "architecture.json").write_text(json.dumps(arch.export_architecture(), indent=2))
-        result["architecture"] = str(out / "architecture.json")
     if cfg.train.checkpoint:
         epoch_end, in_epoch_end = divmod(step, steps_per_epoch)
         checkpoint(out / "checkpoint", epoch_end, in_epoch_end)
         result["checkpoint"] = str(out / "checkpoint")
-    if cfg.train.test and "test" in built.metadata.splits and built.metadata.splits["test"].rows > 0:
-        # on the best checkpoint (after the final one is written: loading the best replaces the live weights)
-        result.update(sel.prepare_test(step, lambda p: load_checkpoint(built, p, cfg=cfg, restore_rng=False)))
+    arch = built.model.dense_arch
+    exports = hasattr(arch, "export_architecture")
+    testing = cfg.train.test and "test" in built.metadata.splits and built.metadata.splits["test"].rows > 0
+    if exports or testing:  # from here on the best checkpoint's weights (after the final checkpoint is written)
+        chosen = sel.prepare_test(step, lambda p: load_checkpoint(built, p, cfg=cfg, restore_rng=False))
+    if exports and env.is_main:  # a search stage's choice: the best validation's alphas, not the last step's
+        (out / "architecture.json").write_text(json.dumps(arch.export_architecture(), indent=2))
+        result.update(architecture=str(out / "architecture.json"), architecture_step=chosen["test_step"])
+    if testing:
+        result.update(chosen)
         result["test"] = evaluate_split(built, cfg, env, "test")
         tb.add(step, **{"test/auc": result["test"]["auc"], "test/logloss": result["test"]["logloss"]})
     mlog.write(event="end", **result)
