@@ -3,16 +3,19 @@
 `load_config` checked the config alone. This checks what needs the files: the dataset (data.dir's metadata.json
 and the splits the job reads), the batch sizes against the world size, the arch on the dataset's tables (built
 on the meta device: no memory, no initialization), a plan file (made for these tables and this world size) and
-the checkpoint to be loaded (complete, and written by this model). Each problem is one ConfigError naming the
+the checkpoint to be loaded (complete, and written by this model) and, for training (`selection=True`), model
+selection asked of a dataset without val rows (early stopping, a kept best checkpoint). Each problem is one ConfigError naming the
 file or key and where its value was set, so every rank of a launch stops with exit 2 and the same message
 before any rank waits for another.
 
-    check_job(cfg, world_size=2, splits=["train"], plan=cfg.sharding.plan, checkpoints=[resume_folder])
+    check_job(cfg, world_size=2, splits=["train"], plan=cfg.sharding.plan, checkpoints=[resume_folder],
+              selection=True)
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -20,8 +23,9 @@ from recsys_dist.config import ConfigError, JobConfig, source_of
 
 
 def check_job(cfg: JobConfig, world_size: int, splits: Sequence[str], plan: Optional[str] = None,
-              checkpoints: Sequence[Path] = (), checkpoint_note: str = "") -> None:
-    """`checkpoint_note` is added to a checkpoint's error (e.g. how to start over instead of resuming)."""
+              checkpoints: Sequence[Path] = (), checkpoint_note: str = "", selection: bool = False) -> None:
+    """`checkpoint_note` is added to a checkpoint's error (e.g. how to start over instead of resuming);
+    `selection`: a train job, whose model selection settings need val rows."""
     from recsys_dist.data.metadata import Metadata, MetadataError
 
     try:
@@ -33,6 +37,8 @@ def check_job(cfg: JobConfig, world_size: int, splits: Sequence[str], plan: Opti
             have = ", ".join(f"{k} ({v.rows} rows)" for k, v in md.splits.items())
             raise ConfigError(f"{source_of(cfg, 'data.dir')}: data.dir={cfg.data.dir!r} has no rows in split "
                               f"{split!r} (splits: {have or 'none'})")
+    if selection:
+        _check_selection(cfg, md)
     check_batches(cfg, world_size)
     tables, exact = _tables(cfg, md)
     model = _meta_model(cfg, md, tables)
@@ -56,6 +62,25 @@ def check_batches(cfg: JobConfig, world_size: int) -> None:
         if value % world_size:
             raise ConfigError(f"{source_of(cfg, key)}: {key}={value} is not divisible by the world size "
                               f"{world_size}")
+
+
+SELECTION_KEYS = ("train.early_stopping.patience", "train.keep_best", "train.early_stopping.metric",
+                  "train.early_stopping.mode", "train.early_stopping.min_delta")
+
+
+def _check_selection(cfg: JobConfig, md) -> None:
+    """Early stopping (patience > 0), or a selection setting given explicitly (keep_best true, metric, mode,
+    min_delta), on a dataset without val rows: nothing to select on. keep_best's default (true) alone is fine."""
+    if md.splits.get("val") is not None and md.splits["val"].rows > 0:
+        return
+    for key in SELECTION_KEYS:
+        value, where = functools.reduce(getattr, key.split("."), cfg), source_of(cfg, key)
+        asked = value > 0 if key.endswith("patience") else (where != "the default" and value is not False)
+        if asked:
+            have = ", ".join(f"{k} ({v.rows} rows)" for k, v in md.splits.items())
+            raise ConfigError(f"{where}: {key}={value} needs a val split to select on, and data.dir="
+                              f"{cfg.data.dir!r} has no val rows (splits: {have}); prepare it with val rows "
+                              f"(prepare.val_ratio, or --input train=... val=...) or drop {key}")
 
 
 def _tables(cfg: JobConfig, md) -> Tuple[List, bool]:

@@ -64,4 +64,4 @@ def _check(config: str, overrides: Sequence[str], world_sizes: Sequence[int], ch
     plan = cfg.sharding.plan if cfg.sharding.plan and Path(cfg.sharding.plan).is_file() else None
     checkpoints = [p for p in resume_checkpoint(cfg) if check == "all" or p.exists()]
     check_job(cfg, max(world_sizes), splits=["train"], plan=plan, checkpoints=checkpoints,
-              checkpoint_note=resume_note(cfg))
+              checkpoint_note=resume_note(cfg), selection=True)

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, [("data", "data.dir"), ("out", "train.out_dir"), ("plan", "sharding.plan"),
                                   ("max_steps", "train.max_steps")])
     check_job(cfg, world_size(), splits=["train"], plan=cfg.sharding.plan, checkpoints=resume_checkpoint(cfg),
-              checkpoint_note=resume_note(cfg))
+              checkpoint_note=resume_note(cfg), selection=True)
     from recsys_dist.train import train  # heavy imports after the job is known to be good
 
     result = train(cfg)
