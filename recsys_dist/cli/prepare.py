@@ -63,6 +63,12 @@ def run(args: argparse.Namespace) -> int:
     for name, s in md.splits.items():
         ctr = s.positives / s.rows if s.rows else 0.0
         print(f"  {name:<6} {s.rows:>11} rows in {len(s.files)} file(s)  ctr {ctr:.4f}")
+    from recsys_dist.data.oov_report import summary_lines, warning_lines
+
+    for line in summary_lines(md.source.get("oov", {})):
+        print(line)
+    for line in warning_lines(md.source.get("oov", {})):
+        print(line, file=sys.stderr)
     bad = md.bad_rows
     print(f"  bad rows skipped: {bad.get('count', 0)}" + (f" {bad['by_reason']} (all in {cfg.out_dir}/"
                                                           f"{bad.get('file')})" if bad.get("count") else ""))

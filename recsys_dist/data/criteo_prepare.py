@@ -54,6 +54,7 @@ from recsys_dist.data import criteo_encode as enc
 from recsys_dist.data.bad_rows import BAD_ROWS_FILE, BadRows, PrepareError
 from recsys_dist.data.criteo_schema import CATEGORICAL_NAMES, COLUMNS, DENSE_NAMES, NUM_COLUMNS
 from recsys_dist.data.metadata import METADATA_FILE, SPLITS, Metadata, SparseFeature, SplitInfo
+from recsys_dist.data.oov_report import OovCounter
 from recsys_dist.data.parquet_parts import PartWriter, remove_temp_files
 from recsys_dist.data import raw_files
 from recsys_dist.data.raw_files import count_lines, expand_inputs
@@ -181,6 +182,7 @@ def _process(task: _Task) -> Dict[str, Any]:
     counters = [enc.VocabCounter() for _ in CATEGORICAL_NAMES] if counting and task.categorical == "vocab" else None
     stats = _DenseStats()  # write mode: transformed train values; count mode with minmax: raw train lo / hi
     clipped = {s: [0] * len(DENSE_NAMES) for s in SPLITS}
+    oov = OovCounter()
     writers: Dict[str, PartWriter] = {}
     rng = np.random.default_rng([task.split[3], task.index]) if task.split[0] == "ratio" else None
     stream = _open(task.path)
@@ -209,6 +211,10 @@ def _process(task: _Task) -> Dict[str, Any]:
                         continue
                     if name == "train":
                         _update_stats(stats, task, sub)
+                    if task.vocab is not None:
+                        for field_name in CATEGORICAL_NAMES:
+                            ids = sub[field_name]
+                            oov.add(name, field_name, int((ids == enc.Vocab.OOV).sum()), ids.size)
                     if "_dclip" in sub:
                         for i, n_out in enumerate(sub["_dclip"].a.sum(axis=1).tolist()):
                             clipped[name][i] += int(n_out)
@@ -234,7 +240,8 @@ def _process(task: _Task) -> Dict[str, Any]:
     parts = [{"split": name, "path": str(p.path), "rows": p.rows, "positives": p.positives}
              for name, w in writers.items() for p in w.parts]
     out: Dict[str, Any] = {"index": task.index, "parts": parts, "bad": bad.as_dict(), "lines": reader.lines,
-                           "stats": asdict(stats), "log": str(log) if log else None, "clipped": clipped}
+                           "stats": asdict(stats), "log": str(log) if log else None, "clipped": clipped,
+                           "oov": oov.counts}
     if counters is not None:
         out["counts"] = [c.result() for c in counters]
     return out
@@ -503,9 +510,11 @@ def _prepare_criteo(cfg: PrepareConfig, progress: bool) -> Metadata:
                     shutil.copyfileobj(part, log)
                 Path(r["log"]).unlink()
     stats = _DenseStats()
+    oov = OovCounter()
     splits: Dict[str, SplitInfo] = {s: SplitInfo(files=[], rows=0, rows_per_file=[]) for s in SPLITS}
     for r in results:  # in input order: part numbers follow the input files
         bad.merge(r["bad"])
+        oov.merge(r["oov"])
         st = r["stats"]
         stats.n += st["n"]
         for i in range(len(DENSE_NAMES)):
@@ -547,7 +556,8 @@ def _prepare_criteo(cfg: PrepareConfig, progress: bool) -> Metadata:
                 "split": split_detail, "val_ratio": cfg.val_ratio, "test_ratio": cfg.test_ratio, "seed": cfg.seed,
                 "lines": sum(r["lines"] for r in results),
                 "bucket_low": enc.BUCKET_LOW if cfg.dense == "bucketize" else None,
-                **(_minmax_source(minmax, results) if minmax is not None else {})},
+                **(_minmax_source(minmax, results) if minmax is not None else {}),
+                **({"oov": oov.as_dict(list(SPLITS), list(CATEGORICAL_NAMES))} if vocabs is not None else {})},
         dense_transform=cfg.dense,
         dense_stats=dense_stats,
         bad_rows=bad.as_dict(),

@@ -56,6 +56,7 @@ from recsys_dist.data import criteo_encode as enc
 from recsys_dist.data import given_splits
 from recsys_dist.data.bad_rows import BAD_ROWS_FILE, BadRows, PrepareError
 from recsys_dist.data.metadata import METADATA_FILE, SPLITS, Metadata, SparseFeature, SplitInfo
+from recsys_dist.data.oov_report import OOV_ID, OovCounter
 from recsys_dist.data.parquet_parts import Part, PartWriter, remove_temp_files
 from recsys_dist.data.raw_files import BadLine, LineReader, Rows, expand_inputs, open_raw
 from recsys_dist.data.schema_file import CategoricalSpec, Schema, SchemaError, load_schema, rule_holds
@@ -514,6 +515,8 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
     writers = {s: _split_writer(out / s, arrow_schema, cfg.rows_per_file) for s in SPLITS}
     bad = BadRows(cfg.strict, out / f".tmp-{BAD_ROWS_FILE}")
     stats = _Stats()
+    oov = OovCounter()
+    vocab_fields = [c for c in schema.single() + schema.multi() if c.encoding == "vocab"]
     for block, which in _each_block(files, schema, split, bad):
         cols = _encode(schema, block, vocabs, lo_hi)
         table = pa.Table.from_arrays([cols[n] for n in arrow_schema.names], schema=arrow_schema)
@@ -523,6 +526,10 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
                 continue
             sub = table.filter(pa.array(sel))
             writers[name].add(sub)
+            for c in vocab_fields:
+                col = sub.column(c.name).combine_chunks()
+                ids = (col.flatten() if c.multi_valued else col).to_numpy(zero_copy_only=False)
+                oov.add(name, c.name, int((ids == OOV_ID).sum()), ids.size)
             if name == "train":
                 _update_stats(stats, schema, {n: sub.column(n).combine_chunks() for n in sub.column_names},
                               block.select(sel))
@@ -564,6 +571,7 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
                 "test_ratio": test if split.mode in ("time", "ratio") else None,
                 "seed": split.seed if split.mode == "ratio" else None, "lines": written + bad.count,
                 "minmax": {k: list(v) for k, v in lo_hi.items()},
+                "oov": oov.as_dict(list(SPLITS), [c.name for c in vocab_fields]),
                 "cross_pairs": [f"{a},{b}" for a, b in schema.cross_pairs]},
         dense_transform=transforms[0] if len(transforms) == 1 else ("mixed" if transforms else "none"),
         dense_stats=dense_stats,

@@ -1,0 +1,73 @@
+"""How much of each split falls outside the train vocabulary: per vocab-encoded field, the share of rows (of ids,
+for a multi-valued field) whose id is the OOV id, i.e. a value the train split never had, or had fewer than
+min_count times. Written by both prepares to metadata.source.oov and printed by `recsys-dist prepare`:
+
+    metadata.source.oov = {"val": {"user": {"oov": 192, "of": 943, "share": 0.2036}, ...}, "test": {...}, ...}
+
+A val / test share far above train's says the split holds values the model never learned (new users, new ads):
+the printed warning names the fields above WARN_SHARE. Hashed fields have no vocabulary and are not counted.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+from recsys_dist.data.criteo_encode import Vocab
+
+WARN_SHARE = 0.2  # a val / test field with more of its rows out of the train vocabulary is named in a warning
+OOV_ID = Vocab.OOV
+
+
+class OovCounter:
+    """Accumulates (OOV ids, ids) per split and field."""
+
+    def __init__(self) -> None:
+        self.counts: Dict[str, Dict[str, List[int]]] = {}
+
+    def add(self, split: str, field: str, oov: int, total: int) -> None:
+        c = self.counts.setdefault(split, {}).setdefault(field, [0, 0])
+        c[0] += int(oov)
+        c[1] += int(total)
+
+    def merge(self, other: Dict[str, Dict[str, List[int]]]) -> None:
+        for split, fields in other.items():
+            for field, (oov, total) in fields.items():
+                self.add(split, field, oov, total)
+
+    def as_dict(self, splits: List[str], fields: List[str]) -> Dict[str, Dict[str, Dict[str, float]]]:
+        """{split: {field: {oov, of, share}}} in the given orders (splits / fields without ids left out)."""
+        out: Dict[str, Dict[str, Dict[str, float]]] = {}
+        for split in splits:
+            per = self.counts.get(split, {})
+            rows = {f: {"oov": per[f][0], "of": per[f][1], "share": round(per[f][0] / per[f][1], 6)}
+                    for f in fields if f in per and per[f][1]}
+            if rows:
+                out[split] = rows
+        return out
+
+
+def summary_lines(report: Dict[str, Dict[str, Dict[str, float]]]) -> List[str]:
+    """One line per split: mean and worst share over the vocab fields."""
+    lines = []
+    for split, fields in report.items():
+        shares = {f: v["share"] for f, v in fields.items()}
+        worst = max(shares, key=lambda f: shares[f])
+        mean = 100 * sum(shares.values()) / len(shares)
+        lines.append(f"  {split:<6} out of the train vocabulary (OOV): mean {mean:.1f}% of rows over {len(shares)} "
+                     f"vocab field(s), worst {worst} {100 * shares[worst]:.1f}%")
+    return lines
+
+
+def warning_lines(report: Dict[str, Dict[str, Dict[str, float]]], limit: float = WARN_SHARE) -> List[str]:
+    """One line per val / test split with fields whose OOV share exceeds `limit`, the worst first (up to 5)."""
+    lines = []
+    for split in ("val", "test"):
+        fields = report.get(split, {})
+        high = sorted((f for f in fields if fields[f]["share"] > limit), key=lambda f: -fields[f]["share"])
+        if high:
+            named = ", ".join(f"{f} {100 * fields[f]['share']:.1f}% ({fields[f]['oov']} of {fields[f]['of']})"
+                              for f in high[:5])
+            more = f" and {len(high) - 5} more" if len(high) > 5 else ""
+            lines.append(f"prepare: warning: {split}: {named}{more} out of the train vocabulary (> "
+                         f"{100 * limit:.0f}%): values the model never learned; check the split")
+    return lines
