@@ -3,9 +3,13 @@
 import os as _os
 import sys as _sys
 
-# OpenMP threads waiting at a barrier sleep instead of spinning (libgomp reads this once, when torch loads):
-# spinning threads beside a busy process made 2-thread training 19x slower (recsys_dist/threads.py). Set only if
-# the user has not chosen and torch is not loaded yet; OMP_PASSIVE_WAIT records whether the policy is in effect.
-if "OMP_WAIT_POLICY" not in _os.environ and "torch" not in _sys.modules:
-    _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+# How OpenMP threads wait at a barrier (libgomp reads it once, when torch loads): spin briefly on a quiet box,
+# sleep beside busy processes (recsys_dist/omp_wait.py). Chosen only if the user has not and torch is not loaded;
+# OMP_PASSIVE_WAIT records whether waiters sleep, OMP_WAIT_WHY why (for the start-up log).
+OMP_WAIT_WHY = "torch was loaded before recsys_dist: OpenMP's wait policy left as it was"
+if "torch" not in _sys.modules:
+    from recsys_dist.omp_wait import apply as _apply
+    from recsys_dist.threads import cpu_cores as _cpu_cores
+
+    OMP_WAIT_WHY = _apply(_os.environ, _cpu_cores())
 OMP_PASSIVE_WAIT = _os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"

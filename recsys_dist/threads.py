@@ -6,10 +6,10 @@ threads beside another busy process on 2 cores) one thread is often descheduled 
 it needs: measured 19x slower than 1 thread (benchmarks/bench_threads_eval.py, docs/benchmarks.md section 8).
 With OMP_WAIT_POLICY=PASSIVE the waiting thread sleeps instead and 2 threads did not collapse. So:
 
-- `recsys_dist/__init__.py` sets OMP_WAIT_POLICY=PASSIVE unless the user chose a policy or torch was loaded
-  before recsys_dist (libgomp reads it once, at load);
+- `recsys_dist/__init__.py` picks the wait policy per box before torch loads (recsys_dist/omp_wait.py: a short
+  spin on a quiet box, PASSIVE beside busy processes) unless the user chose one;
 - with the passive policy in effect: the cores of this process's CPU set shared by this node's ranks;
-- without it: that share, but no more than the cores idle when the job started (sampled from /proc/stat).
+- otherwise (spinning waiters): that share, but no more than the cores idle when the job started (/proc/stat).
 """
 
 from __future__ import annotations
@@ -62,11 +62,11 @@ def default_threads(local_world_size: int, idle: Optional[float] = None,
     share = max(1, cores // ranks)
     passive = recsys_dist.OMP_PASSIVE_WAIT if passive_wait is None else passive_wait
     if passive:
-        return share, f"{cores} cores for {ranks} rank(s), OpenMP threads wait passively"
+        return share, f"{cores} cores for {ranks} rank(s); {recsys_dist.OMP_WAIT_WHY}"
     idle = idle_cores() if idle is None else idle
     free = max(1, int(idle + 0.25) // ranks)
     n = min(share, free)
-    why = f"{cores} cores for {ranks} rank(s), {idle:.1f} idle at start"
+    why = f"{cores} cores for {ranks} rank(s), {idle:.1f} idle at start; {recsys_dist.OMP_WAIT_WHY}"
     if n < share:
         why += f": the box is busy, {n} instead of {share} (train.threads=N overrides)"
     return n, why
