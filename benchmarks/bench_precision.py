@@ -109,6 +109,9 @@ def _embedding_rank(rank: int, world: int, s: Dict[str, Any], rounds: int, steps
     return common.alternate({k: window(m) for k, m in models.items()}, rounds)
 
 
+FP16_CPU = "model.fp16_tables_on_cpu=true"  # measured on purpose: refused on CPU without it (table_precision.py)
+
+
 def _train_rank(rank: int, world: int, data_dir: str, out: str, s: Dict[str, Any], overrides: List[str]):
     from recsys_dist.config import load_config, validate
     from recsys_dist.train import train
@@ -167,8 +170,9 @@ def main(argv=None) -> float:
             prepare_criteo(PrepareConfig(input=[str(raw)], out_dir=str(data), split="day", workers=1))
             bayes = report["files"][sorted(report["files"])[-1]]["bayes_auc"]
             variants = {"fp32": [], "bf16 dense": ["train.mixed_precision=bf16"],
-                        "fp16 tables": ["model.embedding_dtype=fp16"],
-                        "bf16 dense + fp16 tables": ["train.mixed_precision=bf16", "model.embedding_dtype=fp16"],
+                        "fp16 tables": ["model.embedding_dtype=fp16", FP16_CPU],
+                        "bf16 dense + fp16 tables": ["train.mixed_precision=bf16", "model.embedding_dtype=fp16",
+                                                     FP16_CPU],
                         "fp32, other seed": ["train.seed=1"],  # controls: how much AUC moves run to run
                         "bf16 dense, other seed": ["train.mixed_precision=bf16", "train.seed=1"]}
             aucs = {}

@@ -9,7 +9,8 @@
 The AppDef comes from torchx's own `dist.ddp` (torchrun with c10d rendezvous on the first replica's host, one
 role of nnodes replicas); this adds the project's entry point, defaults and checks: the config is checked while
 the AppDef is built (recsys_dist/submit_check.py, `--check`), so a bad override stops `torchx run` with one line
-and exit 2 before anything is submitted. The same component serves CPU and GPU jobs: the trainer picks cuda + nccl when it sees a GPU, cpu + gloo otherwise (train.device=auto).
+and exit 2 before anything is submitted. The same component serves CPU and GPU jobs: the trainer picks cuda +
+nccl when it sees a GPU, cpu + gloo otherwise (train.device=auto).
 Fault tolerance, the same on every scheduler: --max_retries K becomes torchrun's --max-restarts K, so when a rank
 dies the job's own torchrun agents restart every worker (local_cwd too, which has no retries of its own), and
 the workers resume from the newest complete checkpoint in train.out_dir (train.resume=auto). Schedulers that
@@ -78,7 +79,7 @@ def train(
         if bad:
             raise ConfigError(f"overrides {bad}: expected section.key=value after `--`, e.g. train.max_steps=100")
         world_sizes = [n * nproc_per_node for n in range(min_nnodes, max_nnodes + 1)]
-        check_train_job(config, overrides, world_sizes, check)
+        check_train_job(config, overrides, world_sizes, check, gpu)
     except ConfigError as e:
         _refuse(e)
     job_env = {"PYTHONUNBUFFERED": "1"}

@@ -44,6 +44,7 @@ class ModelConfig:
     arch_args: Dict[str, Any] = field(default_factory=dict)  # keyword arguments of the arch's constructor
     max_rows_per_table: Optional[int] = None  # cap table rows (ids are taken modulo the cap at batch time)
     embedding_dtype: str = "fp32"  # fp32 | fp16: table weights in FBGEMM's TBE (pooled outputs stay fp32)
+    fp16_tables_on_cpu: bool = False  # fp16 tables on a CPU run are refused without it (recsys_dist/table_precision.py)
 
 
 @dataclass

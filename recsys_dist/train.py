@@ -33,6 +33,7 @@ from recsys_dist.job import (BuiltModel, build_sharded_model, fingerprint, load_
 from recsys_dist.metrics import PredictionBuffer
 from recsys_dist.model_size import model_size
 from recsys_dist.optim import build_optimizer
+from recsys_dist.table_precision import check_table_precision
 
 log = logging.getLogger("recsys_dist")
 
@@ -133,6 +134,7 @@ def _init_lazy_optimizer_state(optimizer) -> None:
 
 def train(cfg: JobConfig) -> Dict[str, Any]:
     env, threads = setup_process(cfg.train)
+    check_table_precision(cfg, env.device.type)
     logging.basicConfig(level=logging.INFO if env.is_main else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
     built = build_sharded_model(cfg, env)

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import List
 
 from recsys_dist.cli.common import bounded, config_from_args, is_rank0, print_json, world_size
+from recsys_dist.dist_env import resolve_device
 from recsys_dist.preflight import check_job
+from recsys_dist.table_precision import check_table_precision
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, [("data", "data.dir"), ("out", "train.out_dir"), ("plan", "sharding.plan"),
                                   ("max_steps", "train.max_steps")])
+    check_table_precision(cfg, resolve_device(cfg.train.device).type)
     check_job(cfg, world_size(), splits=["train"], plan=cfg.sharding.plan, checkpoints=resume_checkpoint(cfg),
               checkpoint_note=resume_note(cfg), selection=True)
     from recsys_dist.train import train  # heavy imports after the job is known to be good
