@@ -296,3 +296,35 @@ def test_example_trains_on_two_ranks_like_one_process_and_beats_constant(tmp_pat
                                         torch.from_numpy(labels).float(), torch.ones(labels.size)]))
     assert ev2["logloss"] < const["logloss"] - 0.03
     assert ev2["auc"] > 0.70 and report["bayes_auc_newest_10pct"] > ev2["auc"]
+
+
+def test_text_label_rule_csv_and_parquet_and_the_hint(tmp_path, capsys):
+    """A label given as text (Adult's income '>50K' / '<=50K'): `label: "income == '>50K'"` makes 1 where the cell,
+    without surrounding spaces, is that text (`!=` the others); an empty cell is a bad row naming the rule; CSV and
+    Parquet agree; and a text column given as a plain label is refused with a hint at the text rule.
+    Catches: a text label needing a hand-made 0/1 column first, spaces (' >50K' in UCI's files) giving 0."""
+    values = [">50K", " >50K", "<=50K", "<=50K ", ">50K", "<=50K", "<=50K", ">50K", "<=50K", "<=50K"]
+    rows = [(*r[:4], v) for r, v in zip(ROWS, values)]
+    csv = write_csv(tmp_path / "adult.csv", rows + [("2024-01-11T00:00:00", "bob", "a", "4", "")],
+                    header="ts,user,tags,price,income")
+    parquet = tmp_path / "adult.parquet"
+    pq.write_table(pa.table({"ts": [r[0] for r in rows], "user": [r[1] for r in rows], "tags": [r[2] for r in rows],
+                             "price": [r[3] for r in rows], "income": values}), parquet)
+
+    def labels(out: str) -> list:
+        return sorted(zip(*(pa.concat_tables([read(tmp_path / out, s) for s in ("train", "val", "test")])
+                             .column(c).to_pylist() for c in ("user_id", "label"))))
+
+    for op, out, data in (("==", "csv", csv), ("==", "pq", parquet), ("!=", "neq", csv)):
+        s = schema_file(tmp_path, SCHEMA.replace('label: "rating >= 4"', f"label: \"income {op} '>50K'\""))
+        md = prep(tmp_path, data, s, out)
+        assert md.source["label"] == f"income {op} '>50K'"
+        n = sum(x.rows for x in md.splits.values())
+        assert n == 10 and sum(x.positives for x in md.splits.values()) == (4 if op == "==" else 6)
+    assert labels("csv") == labels("pq")
+    assert md.bad_rows["by_reason"] == {"label": 1}
+    assert "adult.csv:12: income=None: expected a value for the label rule income != '>50K'" in capsys.readouterr().err
+    s = schema_file(tmp_path, SCHEMA.replace('label: "rating >= 4"', "label: income"))
+    with pytest.raises(SchemaError, match=r"label='income' is not a binary column: .* a text one e\.g\. label: "
+                                          r"\"income == '>50K'\""):
+        prep(tmp_path, csv, s, "plain")

@@ -1,6 +1,7 @@
 """The schema file of `recsys-dist prepare --schema`: which columns of your own CSV / Parquet click log are what.
 
     label: "rating >= 4"          # a 0/1 column (label: clicked), or a rule `column OP number` binarizing one
+                                  # (or `column == 'text'`: label: "income == '>50K'")
     timestamp: ts                 # optional: time-ordered split (oldest rows train); else a seeded random split
     split: {val: 0.1, test: 0.1, seed: 0}   # optional; default prepare.val_ratio / test_ratio / seed
     # or a split you already have: files (paths / globs relative to this file) or a column of train / val / test
@@ -38,6 +39,7 @@ OPS = (">=", "<=", "==", "!=", ">", "<")
 TOP_KEYS = ("label", "timestamp", "split", "csv", "categorical", "multi_valued", "numeric", "cross_pairs")
 _RULE = re.compile(r"^\s*(?P<col>[^<>=!]+?)\s*(?P<op>>=|<=|==|!=|>|<)\s*"
                    r"(?P<num>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_TEXT_RULE = re.compile(r"^\s*(?P<col>[^<>=!]+?)\s*(?P<op>==|!=)\s*(?P<q>['\"])(?P<text>.*)(?P=q)\s*$")
 
 
 class SchemaError(PrepareError):
@@ -46,14 +48,18 @@ class SchemaError(PrepareError):
 
 @dataclass
 class LabelSpec:
-    """The label: column values 0 / 1, or `column op threshold` (1 where true, e.g. rating >= 4)."""
+    """The label: column values 0 / 1, `column op threshold` (1 where true, e.g. rating >= 4), or
+    `column == 'text'` / `!=` (1 where the cell, without surrounding spaces, is / is not that text)."""
 
     column: str
     op: Optional[str] = None
     threshold: Optional[float] = None
+    text: Optional[str] = None  # a text rule's value
 
     def describe(self) -> str:
-        return self.column if self.op is None else f"{self.column} {self.op} {self.threshold:g}"
+        if self.op is None:
+            return self.column
+        return f"{self.column} {self.op} " + (f"{self.threshold:g}" if self.text is None else repr(self.text))
 
 
 @dataclass
@@ -209,9 +215,12 @@ def parse_label(text: Any, r: _Reader) -> LabelSpec:
     m = _RULE.match(text)
     if m:
         return LabelSpec(m.group("col").strip().strip('"'), m.group("op"), float(m.group("num")))
+    m = _TEXT_RULE.match(text)
+    if m:
+        return LabelSpec(m.group("col").strip().strip('"'), m.group("op"), text=m.group("text").strip())
     if any(c in text for c in "<>=!"):
         raise r.fail("label", f"={text!r}: a rule must be `column OP number` with OP one of {' '.join(OPS)}, "
-                              "e.g. \"rating >= 4\"")
+                              "e.g. \"rating >= 4\", or `column == 'text'` (or !=), e.g. \"income == '>50K'\"")
     return LabelSpec(text)
 
 

@@ -48,6 +48,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -60,7 +61,7 @@ from recsys_dist.data.oov_report import OOV_ID, OovCounter
 from recsys_dist.data.parquet_parts import Part, PartWriter, remove_temp_files
 from recsys_dist.data.raw_files import BadLine, LineReader, Rows, expand_inputs, open_raw
 from recsys_dist.data.schema_file import CategoricalSpec, Schema, SchemaError, load_schema, rule_holds
-from recsys_dist.data.tabular_encode import hash_strings, parse_numbers, parse_timestamps, split_lists
+from recsys_dist.data.tabular_encode import as_strings, hash_strings, parse_numbers, parse_timestamps, split_lists
 
 BLOCK_BYTES = 8 << 20  # raw CSV read block (raw_files.LineReader): the unit of parsing
 PARQUET_BATCH_ROWS = 65536
@@ -207,20 +208,30 @@ def _parse(schema: Schema, table: pa.Table, lines: np.ndarray, path: str, bad: B
     checks: List[Tuple[str, np.ndarray, str, Any, str]] = []  # kind, bad mask, column, raw column, expected
     lab = schema.label
     raw = table.column(lab.column)
-    v, e, b = parse_numbers(raw)
-    if lab.op is None:
+    if lab.text is not None:
+        cells = pc.utf8_trim_whitespace(as_strings(raw))
+        ok = np.asarray(pc.fill_null(pc.not_equal(cells, ""), False), dtype=bool)
+        label = np.asarray(pc.fill_null(pc.equal(cells, lab.text), False), dtype=bool)
+        label = (label if lab.op == "==" else ~label) & ok
+        checks.append(("label", ~ok, lab.column, raw, f"a value for the label rule {lab.describe()}"))
+    elif lab.op is None:
+        v, e, b = parse_numbers(raw)
         ok = ~e & ~b & ((v == 0) | (v == 1))
         label = (v == 1) & ok
         checks.append(("label", ~ok, lab.column, raw, "label must be 0 or 1"))
     else:
+        v, e, b = parse_numbers(raw)
         ok = ~e & ~b
         label = rule_holds(v, lab.op, lab.threshold) & ok
         checks.append(("label", ~ok, lab.column, raw, f"a number for the label rule {lab.describe()}"))
     if first_block and n and (~ok).mean() > 0.5 and lab.op is None:
         shown = sorted({str(x) for x in raw.take(pa.array(np.flatnonzero(~ok)[:200])).to_pylist()})[:8]
+        texts = [str(x).strip() for x in raw.to_pylist() if x is not None and str(x).strip()]
+        rare = min(sorted(set(texts)), key=texts.count) if texts else "yes"  # often the positive class
         raise SchemaError(f"{schema.where('label')}: label={lab.column!r} is not a binary column: "
                           f"{int((~ok).sum())} of the first {n} rows of {path} are not 0 / 1 (values {shown}); "
-                          f"to binarize a numeric column write a rule, e.g. label: \"{lab.column} >= 4\"")
+                          f"to binarize a numeric column write a rule, e.g. label: \"{lab.column} >= 4\", a text "
+                          f"one e.g. label: \"{lab.column} == '{rare}'\"")
     numeric = {}
     for spec in schema.numeric:
         raw = table.column(spec.column)
