@@ -21,8 +21,8 @@ def test_own_data_given_split_reports_unseen_users(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "  val    out of the train vocabulary (OOV): mean 50.0% of rows over 1 vocab field(s), worst user 50.0%" \
         in out
-    assert "prepare: warning: test: user 66.7% (2 of 3) out of the train vocabulary (> 20%)" in err
-    assert "prepare: warning: val: user 50.0% (1 of 2)" in err
+    assert "prepare: warning: test: user 66.7% (2 of 3; train 0.0%) out of the train vocabulary (> 20%)" in err
+    assert "prepare: warning: val: user 50.0% (1 of 2; train 0.0%)" in err
 
 
 def test_criteo_vocab_reports_unseen_values_per_field_and_split(tmp_path, capsys):
@@ -48,4 +48,5 @@ def test_criteo_vocab_reports_unseen_values_per_field_and_split(tmp_path, capsys
     assert all(v["oov"] == 0 for v in oov["train"].values()) and oov["val"]["C3"]["share"] == 0.0
     out, err = capsys.readouterr()
     assert "worst C1 66.7%" in out and "worst C2 33.3%" in out
-    assert "prepare: warning: val: C1 66.7% (2 of 3)" in err and "prepare: warning: test: C2 33.3% (1 of 3)" in err
+    assert "prepare: warning: val: C1 66.7% (2 of 3; train 0.0%)" in err
+    assert "prepare: warning: test: C2 33.3% (1 of 3; train 0.0%)" in err

@@ -59,13 +59,16 @@ def summary_lines(report: Dict[str, Dict[str, Dict[str, float]]]) -> List[str]:
 
 
 def warning_lines(report: Dict[str, Dict[str, Dict[str, float]]], limit: float = WARN_SHARE) -> List[str]:
-    """One line per val / test split with fields whose OOV share exceeds `limit`, the worst first (up to 5)."""
+    """One line per val / test split with fields whose OOV share exceeds `limit`, the worst first (up to 5), each
+    beside train's own share (with min_count > 1 train has OOV rows too: a share near it is the min count's doing)."""
     lines = []
+    train = report.get("train", {})
     for split in ("val", "test"):
         fields = report.get(split, {})
         high = sorted((f for f in fields if fields[f]["share"] > limit), key=lambda f: -fields[f]["share"])
         if high:
-            named = ", ".join(f"{f} {100 * fields[f]['share']:.1f}% ({fields[f]['oov']} of {fields[f]['of']})"
+            named = ", ".join(f"{f} {100 * fields[f]['share']:.1f}% ({fields[f]['oov']} of {fields[f]['of']}"
+                              + (f"; train {100 * train[f]['share']:.1f}%)" if f in train else ")")
                               for f in high[:5])
             more = f" and {len(high) - 5} more" if len(high) > 5 else ""
             lines.append(f"prepare: warning: {split}: {named}{more} out of the train vocabulary (> "
