@@ -59,13 +59,15 @@ class ShardingConfig:
 
 @dataclass
 class OptimConfig:
-    sparse: str = "rowwise_adagrad"  # fused FBGEMM optimizer: rowwise_adagrad | adagrad | sgd | adam (cuda only)
+    sparse: str = "rowwise_adagrad"  # fused table optimizer: rowwise_adagrad | adagrad | sgd | adam (docs/arches.md)
     sparse_lr: float = 0.01
     sparse_eps: float = 1e-8
     dense: str = "adagrad"  # torch optimizer for dense params and data-parallel tables: adagrad | adam | sgd
     dense_lr: float = 0.01
     dense_eps: float = 1e-8
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # tables: adam (decoupled; rowwise_adagrad L2 on CUDA only); dense: torch's L2
+    beta1: float = 0.9  # Adam's betas, of the tables and the dense params (the arch optimizer keeps torch's)
+    beta2: float = 0.999
     arch_lr: float = 3e-4  # optimizer of architecture parameters (search stages of OptInter / OptFusion)
     warmup_steps: int = 0  # linear warm-up of both learning rates
 
@@ -198,7 +200,8 @@ RANGES: Dict[str, str] = {
     "model.embedding_dim": "> 0", "model.max_rows_per_table": "> 0",
     "sharding.hbm_gib": "> 0", "sharding.ddr_gib": "> 0",
     "optim.sparse_lr": "> 0", "optim.sparse_eps": "> 0", "optim.dense_lr": "> 0", "optim.dense_eps": "> 0",
-    "optim.weight_decay": ">= 0", "optim.arch_lr": "> 0", "optim.warmup_steps": ">= 0",
+    "optim.weight_decay": ">= 0", "optim.beta1": "[0, 1)", "optim.beta2": "[0, 1)", "optim.arch_lr": "> 0",
+    "optim.warmup_steps": ">= 0",
     "train.epochs": "> 0", "train.max_steps": "> 0", "train.val_every_steps": ">= 0", "train.log_every_steps": ">= 0",
     "train.seed": ">= 0", "train.threads": "> 0", "train.checkpoint_every_steps": ">= 0",
     "train.keep_checkpoints": "> 0", "train.early_stopping.patience": ">= 0", "train.early_stopping.min_delta": ">= 0",
@@ -305,6 +308,27 @@ def check_ranges(cfg: JobConfig) -> None:
                 raise ConfigError(f"{source_of(cfg, key)}: {name}={v} {must}")
 
 
+def _check_table_optimizer(cfg: JobConfig) -> None:
+    """What the fused table optimizers cannot do (recsys_dist.optim.fused_params), refused before any work."""
+    o = cfg.optim
+    cuda = cfg.train.device == "cuda" or (cfg.train.device == "auto" and _cuda_available())
+    if o.weight_decay and o.sparse != "adam" and not (o.sparse == "rowwise_adagrad" and cuda):
+        why = ("FBGEMM's CPU kernel ignores it (tests/test_cli.py shows it)" if o.sparse == "rowwise_adagrad"
+               else f"FBGEMM's fused {o.sparse} has no weight decay")
+        raise ConfigError(f"{source_of(cfg, 'optim.weight_decay')}: optim.weight_decay={o.weight_decay:g} with "
+                          f"optim.sparse={o.sparse}: {why}; use optim.sparse=adam or weight_decay=0")
+    if o.sparse == "adam" and cfg.model.embedding_dtype != "fp32" and not cuda:
+        raise ConfigError(f"{source_of(cfg, 'model.embedding_dtype')}: model.embedding_dtype="
+                          f"{cfg.model.embedding_dtype} with optim.sparse=adam: Adam on CPU keeps fp32 tables "
+                          f"(fp16 tables with Adam: train.device=cuda)")
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def validate(cfg: JobConfig, source: Optional[str] = None, check_paths: bool = True) -> None:
     """Checks the meaning of values; types and key names were already checked by the schema. Messages name
     where each value was set (`source` overrides that, for a config not made by load_config)."""
@@ -319,6 +343,7 @@ def validate(cfg: JobConfig, source: Optional[str] = None, check_paths: bool = T
                          ("train.early_stopping.mode", ("auto", "max", "min"))):
         _choice(cfg, key, choices)
     check_ranges(cfg)
+    _check_table_optimizer(cfg)
     if cfg.prepare.val_ratio + cfg.prepare.test_ratio >= 1:
         raise ConfigError(f"{source_of(cfg, 'prepare.val_ratio')}: prepare.val_ratio + prepare.test_ratio = "
                           f"{cfg.prepare.val_ratio + cfg.prepare.test_ratio:g} must be < 1")

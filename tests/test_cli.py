@@ -71,13 +71,70 @@ def test_config_file_errors_name_the_file(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
-def test_adam_on_cpu_is_refused_up_front():
+def test_table_optimizers_one_spelling_on_both_devices():
+    """optim.sparse=adam is a fused Adam on both devices (FBGEMM's on CUDA, recsys_dist.lazy_adam on CPU), with
+    per-row bias correction and the config's betas; weight decay reaches FBGEMM's row-wise Adagrad (CUDA) as L2.
+    Defect caught: Adam refused on CPU again, betas or weight decay dropped on the way to the kernels (FBGEMM's
+    default weight_decay_mode ignores weight_decay)."""
+    from fbgemm_gpu.split_table_batched_embeddings_ops_training import WeightDecayMode
+    from torchrec.distributed import embedding_lookup
+
+    from recsys_dist.config import OptimConfig
     from recsys_dist.optim import fused_params
 
-    cfg = load_config(None, ["optim.sparse=adam"])
-    with pytest.raises(ConfigError, match="CUDA-only"):
-        fused_params(cfg.optim, "cpu")
-    assert fused_params(cfg.optim, "cuda")["optimizer"].name == "ADAM"
+    cfg = load_config(None, ["optim.sparse=adam", "optim.beta1=0.8", "optim.beta2=0.99", "optim.weight_decay=0.1"])
+    for device in ("cpu", "cuda"):
+        p = fused_params(cfg.optim, device)
+        assert (p["optimizer"].name, p["beta1"], p["beta2"], p["weight_decay"], p["use_rowwise_bias_correction"]) == \
+            ("ADAM", 0.8, 0.99, 0.1, True)
+    assert embedding_lookup.GroupedPooledEmbeddingsLookup._create_embedding_kernel.__module__ == \
+        "recsys_dist.lazy_adam_kernel"
+    p = fused_params(OptimConfig(weight_decay=0.1), "cuda")  # config refuses it on CPU (next tests)
+    assert (p["optimizer"].name, p["weight_decay_mode"]) == ("EXACT_ROWWISE_ADAGRAD", WeightDecayMode.L2)
+
+
+def test_fbgemm_cpu_rowwise_adagrad_ignores_weight_decay():
+    """Why config refuses optim.weight_decay with rowwise_adagrad on CPU: FBGEMM's CPU kernel gives the same row
+    with and without weight decay, in either weight-decay mode. If FBGEMM starts applying it, this fails and the
+    refusal in config._check_table_optimizer can go."""
+    import torch
+    from fbgemm_gpu.split_embedding_configs import EmbOptimType
+    from fbgemm_gpu.split_table_batched_embeddings_ops_common import EmbeddingLocation
+    from fbgemm_gpu.split_table_batched_embeddings_ops_training import (
+        ComputeDevice,
+        SplitTableBatchedEmbeddingBagsCodegen,
+        WeightDecayMode,
+    )
+
+    rows = []
+    for mode, wd in ((WeightDecayMode.NONE, 0.0), (WeightDecayMode.L2, 0.5), (WeightDecayMode.DECOUPLE, 0.5)):
+        tbe = SplitTableBatchedEmbeddingBagsCodegen([(10, 4, EmbeddingLocation.HOST, ComputeDevice.CPU)],
+                                                    optimizer=EmbOptimType.EXACT_ROWWISE_ADAGRAD, learning_rate=0.1,
+                                                    weight_decay=wd, weight_decay_mode=mode)
+        with torch.no_grad():
+            tbe.split_embedding_weights()[0].copy_(torch.arange(40.0).view(10, 4) / 40)
+        (tbe(torch.tensor([1]), torch.tensor([0, 1])) * torch.tensor([[1.0, 2, 3, 4]])).sum().backward()
+        rows.append(tbe.split_embedding_weights()[0][1].clone())
+    assert not torch.equal(rows[0], torch.arange(4, 8.0) / 40)  # the row was updated
+    assert torch.equal(rows[0], rows[1]) and torch.equal(rows[0], rows[2])
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["optim.sparse=adagrad", "optim.weight_decay=0.01"], "FBGEMM's fused adagrad has no weight decay"),
+    (["optim.weight_decay=0.01"], "optim.sparse=rowwise_adagrad: FBGEMM's CPU kernel ignores it"),
+    (["optim.sparse=sgd", "optim.weight_decay=0.01"], "FBGEMM's fused sgd has no weight decay"),
+    (["optim.sparse=adam", "model.embedding_dtype=fp16"], "Adam on CPU keeps fp32 tables"),
+    (["optim.sparse=adamw"], "optim.sparse='adamw' is not one of"),
+    (["optim.beta2=1"], "optim.beta2=1.0 must be in [0, 1)"),
+])
+def test_table_optimizer_settings_no_kernel_applies_fail_before_work(tmp_path, overrides, message):
+    """Exit 2 and one line naming the field, before any work. Defect caught: a table optimizer setting silently
+    dropped (FBGEMM's element-wise Adagrad and SGD take no weight decay) or failing inside the job."""
+    r = _cli("train", *overrides, f"train.out_dir={tmp_path / 'run'}")
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_presets_load():

@@ -351,7 +351,7 @@ def test_presets_load(name):
 
     cfg = load_config(Path(__file__).parent.parent / "configs" / f"{name}.yaml")
     assert cfg.model.arch == "optfusion" and cfg.model.embedding_dim == 40 and cfg.data.batch_size == 4096
-    assert cfg.optim.dense == "adam" and cfg.optim.sparse == "rowwise_adagrad"
+    assert (cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.dense, cfg.optim.dense_lr) == ("adam", 3e-4, "adam", 3e-4)
     assert ("architecture" in cfg.model.arch_args) == ("retrain" in name)
     with pytest.raises(ConfigError, match="has no argument"):
         load_config(Path(__file__).parent.parent / "configs" / f"{name}.yaml", ["model.arch_args.width=3"])
