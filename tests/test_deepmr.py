@@ -153,3 +153,4 @@ def test_presets_use_the_papers_dropout(name):
 
     cfg = load_config(Path(__file__).parent.parent / "configs" / f"{name}.yaml")
     assert cfg.model.arch_args["dropout"] == 0.35  # Frappe / LastFM's best (Sec. 4.1.3)
+    assert (cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.dense, cfg.optim.dense_lr) == ("adam", 1e-4, "adam", 1e-4)

@@ -268,7 +268,7 @@ def test_two_rank_optinter_m_equals_one_process(planted, tmp_path):
 @pytest.mark.parametrize("stage", ["search", "retrain", "m"])
 def test_presets_follow_the_papers_criteo_protocol(stage):
     """Defect caught: a preset drifting from Sec. III-B / Table IV (random 80/20 train+val / test split, values and
-    crosses seen < 20 times -> OOV, batch 2000, Adam 5e-4, embedding 20, [700] x 5 with LN)."""
+    crosses seen < 20 times -> OOV, batch 2000, Adam 5e-4 (tables and dense), embedding 20, [700] x 5 with LN)."""
     from pathlib import Path
 
     cfg = load_config(Path(__file__).parent.parent / "configs" / f"optinter_{stage}_criteo_kaggle.yaml")
@@ -276,5 +276,6 @@ def test_presets_follow_the_papers_criteo_protocol(stage):
     assert (p.split, p.test_ratio, p.categorical, p.min_count) == ("ratio", 0.2, "vocab", 20)
     assert (d.cross_min_count, d.batch_size, cfg.model.embedding_dim) == (20, 2000, 20)
     assert (cfg.optim.dense, cfg.optim.dense_lr, cfg.optim.dense_eps) == ("adam", 5e-4, 1e-8)
+    assert (cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_eps) == ("adam", 5e-4, 1e-8)  # tables too
     assert cfg.model.arch_args["mlp"] == [700] * 5 and cfg.model.arch_args["layer_norm"] is True
     assert d.dir == p.out_dir
