@@ -78,3 +78,16 @@ def test_cin_small_checks_equal_values_and_prints_its_ratio():
     assert gap < 1e-4
     last = p.stdout.strip().splitlines()[-1]
     assert last.startswith("ratio einsum / chunked CIN step time") and float(last.rsplit(":", 1)[1]) > 0
+
+
+def test_table_optimizers_small_prints_a_ratio_per_optimizer():
+    """bench_table_optimizers --small (1M vs 100k rows, one round) runs each optimizer and prints its ratio; the
+    dense alternative's cost follows the table size (ratio well above 1 even at 1M rows)."""
+    import re
+
+    p = subprocess.run([sys.executable, str(BENCH / "bench_table_optimizers.py"), "--small"], capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    ratios = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\w+) .* ratio\s+([\d.]+)", p.stdout, re.M)}
+    assert set(ratios) == {"lazy_adam", "fbgemm_rowwise", "dense_adam"}, p.stdout
+    assert ratios["dense_adam"] > 3, p.stdout
