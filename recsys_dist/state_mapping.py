@@ -11,7 +11,9 @@ Optimizer state of a table, by layout:
                 dense optimizer) or FBGEMM EXACT_ADAGRAD's `momentum1`;
   row-wise      one accumulator per row and column group: FBGEMM EXACT_ROWWISE_ADAGRAD's `momentum1`, [rows] when
                 the table's shards hold whole rows, [rows * k] for k column-wise shards (ordered by column);
-  none          no state (SGD);  other: anything else (Adam's moments, grid-sharded row-wise state, ...).
+  adam          fused Adam with per-row bias correction (FBGEMM's names): `momentum1` (exp_avg) and `exp_avg_sq`
+                [rows, dim], `row_counter` one count per row and column group, [rows * k] as row-wise state;
+  none          no state (SGD);  other: anything else (a dense Adam's moments, grid-sharded row-wise state, ...).
 Row-wise Adagrad adds the row mean of g^2 where element-wise Adagrad adds g^2 per element; both start at 0. So:
   exact (what the target optimizer would have accumulated from the same gradients): element-wise -> element-wise;
         element-wise -> row-wise (the mean over each column group); row-wise -> row-wise whose column groups are
@@ -19,6 +21,9 @@ Row-wise Adagrad adds the row mean of g^2 where element-wise Adagrad adds g^2 pe
   approximate (named in the warning): row-wise -> element-wise, or -> column groups that split the checkpoint's:
         each element takes its group's value (the row-wise optimizer's own assumption), a warm start that keeps
         step sizes at the trained scale instead of a fresh accumulator's lr-sized first steps;
+  exact too: fused Adam -> fused Adam on other column groups: the moments have the same shape in every layout
+        and load as saved; every column group of a row counts the same batches, so `row_counter` is the first
+        group's counts, repeated for each target group;
   re-initialized (named in the warning): every other change of layout (e.g. dense Adam <-> fused row-wise
         Adagrad, SGD -> Adagrad); a state the checkpoint has with the same key and shape loads as is.
 A dense Adagrad's `step` (only its lr_decay reads it) is the checkpoint's step when the table was fused there.
@@ -42,6 +47,9 @@ Groups = Tuple[Tuple[int, int], ...]  # column groups of a table's shards: (colu
 _TABLE_STATE = re.compile(r"^optim\.state\.(?P<param>(?:.*\.)?embedding_bags\.(?P<table>[^.]+)\.weight)\.(?P<name>.+)$")
 _TABLE_PARAM = re.compile(r"(?:^|\.)embedding_bags\.(?P<table>[^.]+)\.weight$")
 _GROUP_FIELD = re.compile(r"^optim\.param_groups\.(\d+)\.(.+)$")
+
+
+ADAM_STATES = ("momentum1", "exp_avg_sq", "row_counter")  # fused Adam (recsys_dist/lazy_adam.py, FBGEMM's ADAM)
 
 
 class MappingError(RuntimeError):
@@ -74,6 +82,9 @@ class Layout:
         if self.kind == "rowwise":
             k = len(self.groups or ())
             return "row-wise Adagrad" + (f" over {k} column shards" if k > 1 else "")
+        if self.kind == "adam":
+            k = len(self.groups or ())
+            return "fused Adam" + (f" over {k} column shards" if k > 1 else "")
         if self.kind == "none":
             return "no state"
         return "state " + ", ".join(sorted(n.split(".")[-1] for n in self.keys))
@@ -93,6 +104,10 @@ def classify(table: str, param: str, shapes: Dict[str, Tuple[int, ...]], rows: i
             layout.kind, layout.accumulator = "elementwise", f"{table}.momentum1"
         elif groups is not None and shape == (rows * len(groups),):
             layout.kind, layout.accumulator, layout.groups = "rowwise", f"{table}.momentum1", groups
+    elif set(shapes) == {f"{table}.{n}" for n in ADAM_STATES} and groups is not None and \
+            shapes[f"{table}.momentum1"] == shapes[f"{table}.exp_avg_sq"] == (rows, dim) and \
+            shapes[f"{table}.row_counter"] == (rows * len(groups),):
+        layout.kind, layout.accumulator, layout.groups = "adam", f"{table}.row_counter", groups
     return layout
 
 
@@ -135,6 +150,8 @@ def rowwise_to_elementwise(src: torch.Tensor, src_groups: Groups, rows: int, dim
 
 def convert(src: torch.Tensor, s: Layout, t: Layout, rows: int, dim: int) -> Tuple[torch.Tensor, bool]:
     """The target's whole accumulator from the source's, and whether the mapping is exact (see the module doc)."""
+    if s.kind == "adam":  # row_counter: the column groups of a row count the same batches
+        return src[:rows].repeat(len(t.groups or ((0, dim),))), True
     if s.kind == "elementwise" and t.kind == "elementwise":
         return src.reshape(rows, dim), True
     if s.kind == "elementwise":
@@ -329,6 +346,9 @@ def plan_load(state: Dict[str, Any], saved: Dict[str, Any]) -> LoadPlan:
                 elif target.kind == "none":
                     continue
                 elif source.kind in ("elementwise", "rowwise") and target.kind in ("elementwise", "rowwise"):
+                    plan.mapped.append(TableMapping(table, param, source, target))
+                elif source.kind == target.kind == "adam":  # the moments load as saved, the counts are mapped
+                    direct_state[param] = {n: t for n, t in entries.items() if n != target.accumulator}
                     plan.mapped.append(TableMapping(table, param, source, target))
                 else:
                     plan.reinit_tables.append(TableMapping(table, param, source, target))

@@ -3,8 +3,8 @@
 1. Every sharding type the planner can give a fused table (table-, row-, column-wise, table-row-wise,
    table-column-wise) trains exactly like one process running lazy Adam written out in the test.
 2. `recsys-dist train` with optim.sparse=adam: a run resumed from its periodic checkpoint ends bitwise equal to the
-   uninterrupted run (weights and Adam state: exp_avg, exp_avg_sq, row_counter), and its checkpoint loads into one
-   process under another sharding type with the Adam state carried over.
+   uninterrupted run (weights and Adam state: exp_avg, exp_avg_sq, row_counter), and its checkpoint resumes in one
+   process table-wise and on 2 ranks in column shards with the Adam state carried over exactly.
 """
 
 from __future__ import annotations
@@ -150,6 +150,9 @@ def _train_ranks(rank, world, root, tmp):
         shutil.copytree(tmp / "A" / "checkpoints" / "step_00000012", tmp / "B" / "checkpoints" / "step_00000012")
     dist.barrier()
     out["B"] = train(_cfg(root, tmp / "B", "sharding.sharding_types=[row_wise]"))
+    # D: from A's step-12 checkpoint into 2 column shards per table (row_counter [rows] -> [rows * 2])
+    out["D"] = train(_cfg(root, tmp / "D", f"train.resume={tmp / 'A' / 'checkpoints' / 'step_00000012'}",
+                          "train.max_steps=13", f"sharding.constraints={tmp / 'cw.yaml'}"))
     return out
 
 
@@ -165,6 +168,7 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("adam_resume")
     root = tmp / "data"
     write_dataset(root, {"train": 960, "val": 100, "test": 100}, vocab=(50, 60, 70))
+    (tmp / "cw.yaml").write_text('tables:\n  "t_*":\n    sharding_types: [column_wise]\n    min_partition: 4\n')
     r0, _ = run_on_ranks(_train_ranks, 2, (root, tmp), timeout=300)
     [c] = run_on_ranks(_one_rank_resume, 1, (root, tmp), timeout=300)
     return tmp, r0, c
@@ -201,3 +205,27 @@ def test_adam_state_loads_into_one_process_table_wise(trained, tmp_path):
             if name.endswith("row_counter"):  # rows of the step-13 batch count one more, the others are as saved
                 diff = after["optim"]["state"][param][name] - t
                 assert set(diff.unique().tolist()) <= {0.0, 1.0} and diff.max() == 1, name
+
+
+def test_adam_state_maps_exactly_into_column_shards(trained, tmp_path):
+    """Row-wise (2 ranks) -> column-wise with 2 shards per table: the moments load as saved and each column shard's
+    row_counter is the row's count (recsys_dist/state_mapping.py), reported exact, nothing re-initialized.
+    Catches: Adam state re-initialized (zero counts restart the bias correction) or counts misplaced."""
+    tmp, r0, _ = trained
+    assert r0["D"]["resumed_from_step"] == 12
+    plan = json.loads((tmp / "D" / "plan.json").read_text())
+    shards = {t: len(p["shards"]) for m in plan["modules"].values() for t, p in m.items()}
+    assert set(shards.values()) == {2}, shards
+    [resume] = [json.loads(x) for x in (tmp / "D" / "metrics.jsonl").read_text().splitlines()
+                if json.loads(x)["event"] == "resume"]
+    assert resume["optimizer_state"]["reinitialized"] == [] and len(resume["optimizer_state"]["exact"]) == 3, resume
+    saved = full_state(tmp / "A" / "checkpoints" / "step_00000012", tmp_path / "s")
+    after = full_state(tmp / "D" / "checkpoint", tmp_path / "d")
+    for param, states in saved["optim"]["state"].items():
+        for name, t in states.items():
+            if name.endswith("row_counter"):
+                new = after["optim"]["state"][param][name]
+                assert new.shape == (2 * t.shape[0],)
+                for half in new.chunk(2):
+                    diff = half - t
+                    assert set(diff.unique().tolist()) <= {0.0, 1.0} and diff.max() == 1, name
