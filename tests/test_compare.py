@@ -9,6 +9,8 @@ import re
 import statistics
 from pathlib import Path
 
+import pytest
+
 from recsys_dist.cli import main
 from test_early_stopping import _write
 
@@ -95,3 +97,36 @@ def test_bad_key_refused_up_front_and_failed_run_reported(tmp_path, capsys):
     assert main(argv) == 1
     out = capsys.readouterr().out
     assert "FAILED (exit" in out and "dlrm seed 0 (NOT FINISHED" in (tmp_path / "b" / "leaderboard.md").read_text()
+
+
+def test_compare_on_two_ranks_ranks_like_one_process(tmp_path, capsys):
+    """Catches: `compare --ranks 2` runs that do not train on 2 ranks, that train another model than one process
+    on the same global batches (e.g. each rank reading every row), a leaderboard whose numbers are not the 2-rank
+    run's own result.json, and compare under torchrun (rank 0 orchestrates) starting runs that take the outer
+    launch's rank and store (they hung waiting for its rank 1)."""
+    from test_cli_launch import torchrun
+    from test_own_data import _single_process_copy
+
+    from prepared_fixtures import write_dataset
+
+    write_dataset(tmp_path / "data", {"train": 512, "val": 128, "test": 256}, vocab=(7, 11, 13))
+    _single_process_copy(tmp_path / "data", tmp_path / "data1", 2, 32)  # 1 process sees the 2 ranks' batches
+    budget = ["--seeds", "1", "--arch", ARCHES[0], *SHARED[:1], "data.batch_size=64", "data.eval_batch_size=128",
+              "data.shuffle=false", "train.epochs=1", "train.threads=1", "train.tensorboard=false",
+              "sharding.sharding_types=[data_parallel]"]  # one plan (and optimizer) on 1 and 2 ranks
+    torchrun("compare", "--data", tmp_path / "data", "--out", tmp_path / "cmp2", "--ranks", "2", *budget,
+             timeout=240)  # the user's launch: torchrun --nproc-per-node 2 -m recsys_dist.cli compare --ranks 2
+    assert main(["compare", "--data", str(tmp_path / "data1"), "--out", str(tmp_path / "cmp1"), *budget]) == 0
+    boards = {}
+    for ranks in (2, 1):
+        out = tmp_path / f"cmp{ranks}"
+        [row] = json.loads((out / "leaderboard.json").read_text())
+        result = json.loads((out / "dlrm" / "seed_0" / "result.json").read_text())
+        assert result["world_size"] == ranks and result["steps"] == 8
+        assert row["test_auc"][0] == result["test"]["auc"] and row["val"][0] == result["val"]["auc"]
+        boards[ranks] = row
+    assert (tmp_path / "cmp2" / "dlrm" / "seed_0" / "command.txt").read_text().startswith(
+        "torchrun --standalone --nproc_per_node=2 -m recsys_dist.cli train ")
+    assert boards[2]["test_auc"][0] == pytest.approx(boards[1]["test_auc"][0], abs=1e-4)
+    assert boards[2]["test_logloss"][0] == pytest.approx(boards[1]["test_logloss"][0], abs=1e-4)
+    assert boards[2]["val"][0] == pytest.approx(boards[1]["val"][0], abs=1e-4)

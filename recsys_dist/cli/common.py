@@ -47,6 +47,19 @@ def _literal(value: Any) -> str:
     return str(value)
 
 
+LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                    "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT")
+
+
+def leave_launch() -> None:
+    """A one-process command that starts its own jobs (demo, compare), started by torchrun / torchx: run as one
+    process, so that the jobs it starts do not take the launch's rank, world size and store (they would wait for
+    ranks of the outer launch that have already left)."""
+    for key in list(os.environ):
+        if key in LAUNCH_VARIABLES or key.startswith("TORCHELASTIC_"):
+            del os.environ[key]
+
+
 def world_size() -> int:
     """Ranks of this launch (torchrun / torchx set WORLD_SIZE; 1 for one process)."""
     return int(os.environ.get("WORLD_SIZE", "1"))

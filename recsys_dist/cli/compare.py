@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from recsys_dist.cli.common import bounded
+from recsys_dist.cli.common import bounded, leave_launch
 from recsys_dist.config import ConfigError, load_config, to_yaml
 
 
@@ -188,6 +188,7 @@ def _execute(runs: List[Run], jobs: int) -> Dict[str, int]:
 def run(args: argparse.Namespace) -> int:
     if args.seeds < 1 or args.ranks < 1 or args.jobs < 1:
         raise ConfigError("--seeds, --ranks and --jobs must be >= 1")
+    leave_launch()  # under torchrun / torchx (rank 0 orchestrates): each run is a job of its own
     out = Path(args.out)
     runs = _prepare_runs(args, out)
     print(f"compare: {len(runs)} runs ({len({r.entry for r in runs})} entries x {args.seeds} seeds) in {out}")

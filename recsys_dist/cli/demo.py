@@ -21,7 +21,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from recsys_dist.cli.common import bounded, config_from_args
+from recsys_dist.cli.common import bounded, config_from_args, leave_launch
 from recsys_dist.config import to_yaml
 
 RANK0_ONLY = True  # under a multi-rank launch, rank 0 runs the demo (which starts its own torchrun)
@@ -42,20 +42,8 @@ def _step(n: int, title: str) -> float:
     return time.perf_counter()
 
 
-LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
-                    "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT")
-
-
-def _leave_launch() -> None:
-    """Started by torchrun / torchx: run as one process (the demo's own torchrun and its evaluate step must not
-    join the launch's process group, whose other ranks have already left)."""
-    for key in list(os.environ):
-        if key in LAUNCH_VARIABLES or key.startswith("TORCHELASTIC_"):
-            del os.environ[key]
-
-
 def run(args: argparse.Namespace) -> int:
-    _leave_launch()
+    leave_launch()  # the demo's own torchrun and its evaluate step must not join an outer launch's group
     if args.config is None:
         args.config = str(resources.files("recsys_dist") / "presets" / "demo.yaml")
     cfg = config_from_args(args)
