@@ -3,6 +3,7 @@
 Reference: every row of every table is its own parameter with its own torch.optim.AdamW, stepped only on the
 batches whose ids include the row, with the row's gradient summed over the batch (a dense float64 autograd of the
 same pooled lookup). That is lazy Adam with per-row bias correction, written with torch's optimizer.
+The last test trains through `recsys-dist train` on planted labels.
 """
 
 from __future__ import annotations
@@ -141,3 +142,28 @@ def test_per_sample_weight_gradient():
                                     mode="sum", per_sample_weights=psw_b[s:e], include_last_offset=True))
     (torch.cat(outs, 1) * upstream).sum().backward()
     torch.testing.assert_close(psw_a.grad, psw_b.grad)
+
+
+def _train_planted(rank, world, root, out):
+    from recsys_dist.config import load_config
+    from recsys_dist.train import train
+
+    return train(load_config(None, [
+        f"data.dir={root}", "data.batch_size=128", "data.eval_batch_size=512", "model.embedding_dim=8",
+        "model.arch_args={bottom_mlp: [16, 8], top_mlp: [16, 1]}", "optim.sparse=adam", "optim.sparse_lr=0.05",
+        "optim.dense=adam", "optim.dense_lr=0.01", f"train.out_dir={out}", "train.epochs=3",
+        "train.log_every_steps=0", "train.threads=1", "train.tensorboard=false", "train.checkpoint=false"]))
+
+
+def test_adam_tables_learn_a_planted_signal(tmp_path):
+    """`recsys-dist train` with optim.sparse=adam on CPU learns labels planted in two tables' ids
+    (sigmoid(w0[s0] + w1[s1]), test_reshard_resume's generator): test AUC within 0.06 of the Bayes AUC (measured
+    0.814 vs 0.865; row-wise Adagrad 0.1: 0.828). Catches an update that does not descend (e.g. a sign error)."""
+    from dist_harness import run_on_ranks
+    from prepared_fixtures import write_dataset
+    from test_reshard_resume import _plant_labels
+
+    write_dataset(tmp_path / "data", {"train": 3072, "val": 256, "test": 1024}, vocab=(50, 60, 70))
+    bayes = _plant_labels(tmp_path / "data")
+    [res] = run_on_ranks(_train_planted, 1, (tmp_path / "data", tmp_path / "run"))
+    assert res["test"]["auc"] > bayes - 0.06, (res["test"], bayes)
