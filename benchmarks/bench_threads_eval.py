@@ -1,6 +1,6 @@
 """Two measurements of the train job on a shared CPU box: thread layout beside a busy process, and scoring speed.
 
-    .venv/bin/python benchmarks/bench_threads_eval.py [--rounds 2] [--skip-threads] [--skip-eval]
+    .venv/bin/python benchmarks/bench_threads_eval.py [--rounds 2] [--skip-threads] [--skip-eval] [--eval-ranks 1,2]
 
 1. Threads under load: `recsys-dist train` (DLRM on planted synthetic data, configs/dlrm_synthetic.yaml, one
    process) with train.threads=1, train.threads=2 with libgomp's default wait policy (spin, then sleep),
@@ -9,7 +9,8 @@
    samples/s and the val AUC of each, and the load average.
 2. Evaluation throughput: in one process (world of one, the job's own code: build_sharded_model, the train
    pipeline, score_split), alternating: N training steps (samples/s) and scoring the val split (samples/s, the
-   function `evaluate` and train's validation call), with the ratio per round.
+   function `evaluate` and train's validation call), with the ratio per round; then the same on 2 gloo ranks under
+   torchrun (global samples/s: both ranks step together), `--eval-ranks`.
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ def _eval_vs_train(data: str, steps: int, rounds: int) -> List[dict]:
     from recsys_dist.optim import build_optimizer
     from recsys_dist.train import score_split
 
+    import torch.distributed as dist
+
     logging.disable(logging.WARNING)
     cfg = load_config(CONFIG, [f"data.dir={data}"])
     env, threads = setup_process(cfg.train)
@@ -117,15 +120,17 @@ def _eval_vs_train(data: str, steps: int, rounds: int) -> List[dict]:
         it = iter(reader)
         for _ in range(5):  # warm-up: fill the pipeline
             pipe.progress(it)
+        dist.barrier()  # ranks start each timed part together (a no-op in a world of one)
         t0 = time.perf_counter()
         for _ in range(steps):
             float(pipe.progress(it)[0])
         train_sps = steps * cfg.data.batch_size / (time.perf_counter() - t0)
         pipe.detach()  # as train's validation does; the next round starts a new pipeline, as a new epoch does
+        dist.barrier()
         t0 = time.perf_counter()
         score_split(built, cfg, env, "val")
         eval_sps = val_rows / (time.perf_counter() - t0)
-        out.append({"train_sps": train_sps, "eval_sps": eval_sps, "threads": threads,
+        out.append({"train_sps": train_sps, "eval_sps": eval_sps, "threads": threads, "world": env.world_size,
                     "load": os.getloadavg()[0], "train_batch": cfg.data.batch_size,
                     "eval_batch": cfg.data.eval_batch_size, "val_rows": val_rows})
         del pipe
@@ -133,13 +138,28 @@ def _eval_vs_train(data: str, steps: int, rounds: int) -> List[dict]:
     return out
 
 
-def eval_throughput(data: Path, steps: int, rounds: int) -> None:
-    print(f"\n2. scoring the val split vs training, same process, alternating ({rounds} rounds)")
-    rs = _eval_vs_train(str(data), steps, rounds)
+RESULT = "bench_threads_eval result: "
+
+
+def eval_throughput(data: Path, steps: int, rounds: int, ranks: int) -> None:
+    if ranks == 1:
+        print(f"\n2. scoring the val split vs training, same process, alternating ({rounds} rounds)")
+        rs = _eval_vs_train(str(data), steps, rounds)
+    else:
+        print(f"\n2b. the same on {ranks} gloo ranks (torchrun --standalone --nproc_per_node {ranks}), global "
+              f"samples/s, alternating ({rounds} rounds)")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
+               __file__, "--eval-worker", str(data), "--steps", str(steps), "--rounds", str(rounds)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=3600)
+        lines = [x for x in proc.stdout.splitlines() if x.startswith(RESULT)]
+        if proc.returncode or not lines:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+        rs = json.loads(lines[0][len(RESULT):])
     for i, r in enumerate(rs):
         print(f"  round {i}: train {r['train_sps']:,.0f} samples/s (batch {r['train_batch']}), score val "
               f"{r['eval_sps']:,.0f} samples/s (batch {r['eval_batch']}, {r['val_rows']} rows): "
-              f"{r['eval_sps'] / r['train_sps']:.2f}x; {r['threads']} thread(s), load {r['load']:.1f}")
+              f"{r['eval_sps'] / r['train_sps']:.2f}x; {r['world']} rank(s) x {r['threads']} thread(s), "
+              f"load {r['load']:.1f}")
     ratios = [r["eval_sps"] / r["train_sps"] for r in rs]
     print(f"scoring / training samples/s: median {statistics.median(ratios):.2f}x "
           f"(min {min(ratios):.2f}, max {max(ratios):.2f}; target >= 3x)")
@@ -153,12 +173,20 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60, help="timed training steps per round (section 2)")
     ap.add_argument("--skip-threads", action="store_true")
     ap.add_argument("--skip-eval", action="store_true")
+    ap.add_argument("--eval-ranks", default="1,2", help="world sizes of section 2, e.g. 1,2")
+    ap.add_argument("--eval-worker", metavar="DATA", help=argparse.SUPPRESS)  # one rank of section 2b
     a = ap.parse_args()
+    if a.eval_worker:
+        rs = _eval_vs_train(a.eval_worker, a.steps, a.rounds)
+        if os.environ.get("RANK", "0") == "0":
+            print(RESULT + json.dumps(rs), flush=True)
+        return
     print(machine())
     with tempfile.TemporaryDirectory() as d:
         data = make_data(Path(d), a.rows_per_day)
         if not a.skip_eval:
-            eval_throughput(data, a.steps, a.rounds + 1)
+            for ranks in map(int, a.eval_ranks.split(",")):
+                eval_throughput(data, a.steps, a.rounds + 1, ranks)
         if not a.skip_threads:
             threads_under_load(data, Path(d) / "runs", a.rounds, a.epochs)
 
