@@ -70,16 +70,17 @@ def train(
             this host), all (also those, which must exist here), config (no file looked for), none
     """
     min_nnodes, max_nnodes, nproc_per_node, _ = parse_nnodes(j)
+    gpus = specs.resource(cpu=cpu, gpu=gpu, memMB=memMB, h=h).gpu  # a named resource (-h) brings its own
     try:
-        if gpu > 0 and nproc_per_node > gpu:
-            raise ConfigError(f"-j {j}: {nproc_per_node} processes per node but --gpu {gpu}: one GPU per rank")
+        if gpus > 0 and nproc_per_node > gpus:
+            raise ConfigError(f"-j {j}: {nproc_per_node} processes per node but {gpus} GPUs: one GPU per rank")
         if max_retries < 0:
             raise ConfigError(f"--max_retries {max_retries}: must be >= 0")
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise ConfigError(f"overrides {bad}: expected section.key=value after `--`, e.g. train.max_steps=100")
         world_sizes = [n * nproc_per_node for n in range(min_nnodes, max_nnodes + 1)]
-        check_train_job(config, overrides, world_sizes, check, gpu)
+        check_train_job(config, overrides, world_sizes, check, gpus)
     except ConfigError as e:
         _refuse(e)
     job_env = {"PYTHONUNBUFFERED": "1"}

@@ -56,7 +56,6 @@ def _check(config: str, overrides: Sequence[str], world_sizes: Sequence[int], ch
                           f"the image)")
     cfg = load_config(config, overrides, check_paths=check == "all")
     from recsys_dist.preflight import check_batches, check_job
-
     from recsys_dist.table_precision import check_table_precision
 
     check_table_precision(cfg, cfg.train.device if cfg.train.device != "auto" else "cuda" if gpus else "cpu")

@@ -174,8 +174,8 @@ def test_fp16_tables_on_cpu_are_refused_unless_asked_for(tmp_path):
 
 
 def test_fp16_tables_pass_where_updates_round_stochastically(tmp_path, monkeypatch):
-    """Defect caught: fp16 tables refused on CUDA (its kernels round stochastically), or the torchx component
-    letting a CPU job (--gpu 0) with fp16 tables through to its ranks."""
+    """Defect caught: fp16 tables refused on CUDA (its kernels round stochastically, also for a GPU named
+    resource `-h`), or the torchx component letting a CPU job (--gpu 0) with fp16 tables through to its ranks."""
     sys.path.insert(0, str(REPO))
     monkeypatch.chdir(REPO)
     from launch.components import train
@@ -191,3 +191,4 @@ def test_fp16_tables_pass_where_updates_round_stochastically(tmp_path, monkeypat
     with pytest.raises(ConfigError, match="model.embedding_dtype=fp16 on CPU"):
         train(*fp16, j="1x2", gpu=0, check="config")
     train(*fp16, FP16_ON_CPU, j="1x2", gpu=0)
+    train(*fp16, j="1x1", h="aws_p3.2xlarge")  # a named resource with a GPU
