@@ -1,7 +1,7 @@
 """DCN (Wang et al. 2017, "Deep & Cross Network for Ad Click Predictions"): a cross network beside a DNN.
 
     x_0     = [e_dense, e_1, ..., e_F]  flattened                         [B, N],  N = n d
-    x_{l+1} = x_0 x_l^T w_l + b_l + x_l        (DCN eq. 3, w_l, b_l in R^N)  -> torchrec VectorCrossNet
+    x_{l+1} = x_0 x_l^T w_l + b_l + x_l        (DCN eq. 3, w_l, b_l in R^N)  -> VectorCross
     h       = DNN(x_0)                         (DCN eq. 4, last hidden layer h_L)
     logit   = w_logit^T [x_L; h_L] + b         (DCN eq. 5)
 
@@ -34,6 +34,23 @@ from recsys_dist.models.arch import ArchInputs, DenseArch
 from recsys_dist.models.dnn import NumericMLPField, build_dnn
 
 
+class VectorCross(VectorCrossNet):
+    """TorchRec's VectorCrossNet (same parameters, init and state-dict keys) with eq. 3 computed as
+    x_0 * (x_l w_l) + b_l + x_l: one [B, N] x [N] product and elementwise ops per layer, where TorchRec's
+    `matmul(x_0 [B, N, 1], x_l w_l [B, 1, 1])` runs B batched 1 x 1 matmuls forward and two more in the backward.
+
+    Example:
+        >>> VectorCross(6, num_layers=2)(torch.rand(4, 6)).shape
+        torch.Size([4, 6])
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        x_l = input
+        for kernel, bias in zip(self.kernels, self.bias):
+            x_l = torch.addcmul(x_l + bias.view(-1), input, x_l @ kernel)  # x_l + b_l + x_0 * (x_l w_l)
+        return x_l
+
+
 class DCNArch(DenseArch):
     def __init__(self, inputs: ArchInputs, num_cross_layers: int = 3, dnn: Sequence[int] = (512, 256, 1),
                  dense_mlp: Sequence[int] = (512, 256, 64), mask_fusion: Optional[Mapping[str, Any]] = None) -> None:
@@ -42,7 +59,7 @@ class DCNArch(DenseArch):
             raise ValueError(f"dcn: num_cross_layers must be >= 1, got {num_cross_layers}")
         self.fields = NumericMLPField(inputs, dense_mlp)
         n, d = self.fields.num_fields, inputs.embedding_dim
-        self.cross = VectorCrossNet(n * d, num_cross_layers)
+        self.cross = VectorCross(n * d, num_cross_layers)
         self.cross_logit = nn.Linear(n * d, 1, bias=False)  # w_c of eq. 5; b lives in the DNN's last layer
         self.dnn = build_dnn(n * d, dnn, n, d, mask_fusion, arch="dcn")
 
