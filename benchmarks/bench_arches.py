@@ -12,9 +12,16 @@ its arguments, the embedding dim, the batch, the fields (26 categorical + 13 num
     CPU time       one intra-op thread (--threads), timed by the process's CPU clock (time.process_time): on a
                    box shared with other jobs, CPU seconds are what the step costs, where wall seconds also count
                    the waits for a core. samples/s = B / CPU seconds per step: the rate of one core.
-    FLOPs/sample   torch.utils.flop_counter over that forward + backward (oneDNN linears counted as F.linear).
+    FLOPs/sample   torch.utils.flop_counter over that forward + backward (oneDNN linears counted as F.linear; the
+                   in-place addmm_ and CPU fused attention it lacks are added with the formulas of their kin).
     roofline       FLOPs / the best fp32 GEMM rate per CPU-second on the same thread(s), measured in the same
                    process between the step windows (alternating); "x roofline" = step time / that time.
+    GEMMs alone    the step's own matmuls (the ops the FLOP count counts: mm, addmm(_), bmm, baddbmm, fused
+                   attention; and the oneDNN linear), recorded with their shapes and strides from one step and
+                   replayed on their own (CPU time, same windows): what the step's GEMMs
+                   cost at the arch's shapes with nothing else. "GEMMs / roofline" is the part of the ratio that
+                   the GEMM shapes alone impose (128-row GEMMs run below the 2048 x 1024 x 1024 peak); "step /
+                   GEMMs" is what the rest of the step (elementwise ops, optimizer, autograd) adds on top.
     peak memory    the process's peak RSS growth during the steps (activations, gradients, optimizer state).
     input          ParquetBatchReader batches per CPU-second (shuffle on, no prefetch thread) with that arch's
                    features, OptInter's cross ids computed at batch time, against the dense step rate:
@@ -104,6 +111,26 @@ def _retrain_overrides(preset: str, path: Path) -> List[str]:
     return [f"model.arch_args.architecture={path}"]
 
 
+def _flop_formulas() -> Dict[Any, Any]:
+    """FLOP formulas FlopCounterMode lacks for ops our arches run: the in-place addmm_ (the CIN kernel's weight
+    gradient) and the CPU fused attention (DeepMR) with its backward; the same counts as their registered kin."""
+    import torch
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    def addmm_(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+        return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+
+    def attention(q, k, v, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(q, k, v)
+
+    def attention_backward(grad_out, q, k, v, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_backward_flop_count(grad_out, q, k, v)
+
+    aten = torch.ops.aten
+    return {aten.addmm_: addmm_, aten._scaled_dot_product_flash_attention_for_cpu: attention,
+            aten._scaled_dot_product_flash_attention_for_cpu_backward: attention_backward}
+
+
 def count_flops(arch, dense, emb) -> int:
     """Forward + backward FLOPs of one step (oneDNN linears switched to F.linear so the counter sees them)."""
     import torch
@@ -113,13 +140,68 @@ def count_flops(arch, dense, emb) -> int:
 
     saved, onednn._ONEDNN = onednn._ONEDNN, False
     try:
-        with FlopCounterMode(display=False) as fc:
+        with FlopCounterMode(display=False, custom_mapping=_flop_formulas()) as fc:
             logits = arch(dense, emb)
             torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)).backward()
     finally:
         onednn._ONEDNN = saved
     arch.zero_grad(set_to_none=True)
     return fc.get_total_flops()
+
+
+class _GemmRecorder:
+    """Records the step's calls of the ops the FLOP count counts (mm, addmm(_), bmm, baddbmm, fused attention) and
+    of the oneDNN linear (op, argument shapes and strides) with a TorchDispatchMode."""
+
+    def __init__(self) -> None:
+        import torch
+        from torch.utils.flop_counter import flop_registry
+
+        self.ops = set(flop_registry) | set(_flop_formulas())
+        if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+            self.ops.add(torch.ops.mkldnn._linear_pointwise)
+        self.calls: List[tuple] = []
+
+    def record(self, step) -> None:
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_map
+
+        def spec(x):
+            return ("tensor", tuple(x.shape), tuple(x.stride()), x.dtype) if isinstance(x, torch.Tensor) else x
+
+        recorder = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                if func.overloadpacket in recorder.ops:
+                    recorder.calls.append((func, tree_map(spec, args), tree_map(spec, kwargs)))
+                return func(*args, **kwargs)
+
+        with Mode():
+            step()
+
+    def replay_seconds(self, reps: int) -> float:
+        """Best-of CPU seconds of running every recorded GEMM once, on fresh tensors of the same layout."""
+        import torch
+        from torch.utils._pytree import tree_map
+
+        def make(x):
+            if isinstance(x, tuple) and len(x) == 4 and x[0] == "tensor":
+                return torch.empty_strided(x[1], x[2], dtype=x[3]).normal_(0, 0.05)
+            return x
+
+        calls = [(f, tree_map(make, a, is_leaf=lambda x: isinstance(x, tuple) and x[:1] == ("tensor",)),
+                  tree_map(make, k, is_leaf=lambda x: isinstance(x, tuple) and x[:1] == ("tensor",)))
+                 for f, a, k in self.calls]
+        best = float("inf")
+        for _ in range(reps + 1):
+            t = time.process_time()
+            for f, a, k in calls:
+                f(*a, **k)
+            best = min(best, time.process_time() - t)
+        return best
 
 
 def _reader_rate(cfg, feats, md, batch: int, passes: int) -> float:
@@ -192,7 +274,8 @@ def run_case(label: str, data_dirs: Dict[str, str], cap: int, small: bool, round
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     step()  # warm-up (optimizer state, allocator)
-    times, peaks = [], []
+    gemms = _GemmRecorder()
+    times, peaks, gemm_times = [], [], []
     for _ in range(rounds):
         peaks.append(gemm_gflops(torch.float32, reps=2 if small else 8, clock=time.process_time))
         best = float("inf")
@@ -201,7 +284,10 @@ def run_case(label: str, data_dirs: Dict[str, str], cap: int, small: bool, round
             step()
             best = min(best, time.process_time() - t)
         times.append(best)
-    peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+        if not gemms.calls:  # peak memory of the steps alone, before the GEMM replay allocates its own
+            peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+            gemms.record(step)
+        gemm_times.append(gemms.replay_seconds(reps=steps))
     read = _reader_rate(cfg, feats, md, B, passes=1 if small else 2)
     step_s = statistics.median(times)
     roof = [flops / (p * 1e9) for p in peaks]
@@ -209,6 +295,9 @@ def run_case(label: str, data_dirs: Dict[str, str], cap: int, small: bool, round
             "samples_per_s": B / step_s, "step_s": step_s, "mflop_per_sample": flops / B / 1e6,
             "gemm_gflops": statistics.median(peaks),
             "x_roofline": statistics.median(t / r for t, r in zip(times, roof)),
+            "gemm_s": statistics.median(gemm_times), "gemm_calls": len(gemms.calls),
+            "gemm_x_roofline": statistics.median(g / r for g, r in zip(gemm_times, roof)),
+            "step_over_gemm": statistics.median(t / g for t, g in zip(times, gemm_times)),
             "peak_mib": peak_mib, "read_s_per_batch": read, "input_over_step": step_s / read, "note": note,
             "threads": torch.get_num_threads()}
 
@@ -226,13 +315,15 @@ def _write_data(root: Path, rows: int, cap: int) -> Dict[str, str]:
 
 
 def table(rows: List[Dict[str, Any]]) -> str:
-    out = ["| case | batch | fields x dim | samples/s (1 core) | MFLOP/sample | step / roofline | peak MiB "
-           "| input / step |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    out = ["| case | batch | fields x dim | samples/s (1 core) | MFLOP/sample | step / roofline "
+           "| GEMMs alone / roofline | step / GEMMs alone | peak MiB | input / step |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         flag = (" **>3x**" if r["x_roofline"] > 3 else "")
         in_flag = (" **<3x**" if r["input_over_step"] < 3 else "")
         out.append(f"| {r['case']} | {r['batch']} | {r['fields']} x {r['dim']} | {r['samples_per_s']:,.0f} | "
-                   f"{r['mflop_per_sample']:,.1f} | {r['x_roofline']:.2f}{flag} | {r['peak_mib']:,.0f} | "
+                   f"{r['mflop_per_sample']:,.1f} | {r['x_roofline']:.2f}{flag} | {r['gemm_x_roofline']:.2f} | "
+                   f"{r['step_over_gemm']:.2f} | {r['peak_mib']:,.0f} | "
                    f"{r['input_over_step']:.1f}{in_flag} |")
     return "\n".join(out)
 
@@ -284,7 +375,9 @@ def main(argv=None) -> List[Dict[str, Any]]:
             results.append(row)
             print(f"{label}: batch {row['batch']}, {row['fields']} fields x {row['dim']}, "
                   f"{row['samples_per_s']:,.0f} samples per CPU-s, {row['mflop_per_sample']:.1f} MFLOP/sample, "
-                  f"{row['x_roofline']:.2f}x roofline (GEMM {row['gemm_gflops']:.0f} GFLOP per CPU-s), "
+                  f"{row['x_roofline']:.2f}x roofline (GEMM {row['gemm_gflops']:.0f} GFLOP per CPU-s), its "
+                  f"{row['gemm_calls']} GEMMs alone {row['gemm_x_roofline']:.2f}x roofline, step / GEMMs alone "
+                  f"{row['step_over_gemm']:.2f}, "
                   f"peak +{row['peak_mib']:,.0f} MiB, input {1 / row['read_s_per_batch']:,.1f} batches per CPU-s = "
                   f"{row['input_over_step']:.1f}x the step rate {row['note']} "
                   f"[{time.perf_counter() - t:.0f} s, load {os.getloadavg()[0]:.1f}]", flush=True)

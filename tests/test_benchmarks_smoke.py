@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
@@ -91,3 +93,37 @@ def test_table_optimizers_small_prints_a_ratio_per_optimizer():
     ratios = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\w+) .* ratio\s+([\d.]+)", p.stdout, re.M)}
     assert set(ratios) == {"lazy_adam", "fbgemm_rowwise", "dense_adam"}, p.stdout
     assert ratios["dense_adam"] > 3, p.stdout
+
+
+class _Wrap(torch.nn.Module):
+    def __init__(self, fn, module=None):
+        super().__init__()
+        self.fn, self.inner = fn, module
+
+    def forward(self, dense, emb):
+        return self.fn(emb)
+
+
+def test_arches_flops_count_the_cin_weight_gradient_and_cpu_fused_attention():
+    """FlopCounterMode has no formula for the in-place addmm_ (the CIN kernel's weight gradient) nor for the CPU
+    fused attention: without bench_arches' own formulas xDeepFM's FLOPs were 2/3 of the truth and DeepMR's attention
+    counted 0, which inflated their step / roofline ratios."""
+    import bench_arches
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    from recsys_dist.models.xdeepfm import CIN
+
+    B, m, D, layers = 3, 4, 5, [6, 4]
+    cin = CIN(m, layers, split_half=False)
+    counted = bench_arches.count_flops(_Wrap(lambda e: cin(e).sum(1), cin), torch.zeros(B, 0),
+                                       torch.randn(B, m, D, requires_grad=True))
+    gemm = sum(2 * B * D * h * h_prev * m for h_prev, h in zip([m] + layers, layers))  # forward mm per layer
+    bmm = sum(4 * B * D * h_prev * m for h_prev in [m] + layers[:-1])  # backward's two bmms per layer
+    assert counted == 3 * gemm + bmm  # forward + weight gradient (addmm_) + input gradient, and the bmms
+
+    H, N, d = 2, 7, 4
+    shape = (B, H, N, d)
+    attend = _Wrap(lambda e: torch.nn.functional.scaled_dot_product_attention(
+        *e.view(B, 3, H, N, d).unbind(1)).sum((1, 2, 3)))
+    counted = bench_arches.count_flops(attend, torch.zeros(B, 0), torch.randn(B, 3 * H * N * d, requires_grad=True))
+    assert counted == sdpa_flop_count(shape, shape, shape) + sdpa_backward_flop_count(shape, shape, shape, shape)
