@@ -271,6 +271,9 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
         raise ConfigError(f"{path or 'config'}: required key(s) not set: {', '.join(missing)}")
     job: JobConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     job._sources = sources  # type: ignore[attr-defined]
+    from recsys_dist.arch_defaults import apply_arch_defaults
+
+    apply_arch_defaults(job)  # the arch's paper optimizer when the config sets none (recsys_dist/arch_defaults.py)
     validate(job, check_paths=check_paths)
     return job
 

@@ -14,7 +14,7 @@ auxiliary loss (e.g. DynInt's orthogonal regularization) return it from `regular
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -35,6 +35,8 @@ class ArchInputs:
 
 class DenseArch(nn.Module):
     """Base class: subclasses implement `forward(dense [B, num_dense], embeddings [B, F, D]) -> logits [B]`."""
+
+    OPTIM_DEFAULTS: Dict[str, Any] = {}  # the dense optimizer when a config sets none (recsys_dist/arch_defaults.py)
 
     def __init__(self, inputs: ArchInputs) -> None:
         super().__init__()

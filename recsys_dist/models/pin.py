@@ -131,6 +131,12 @@ class XDeepIntArch(PINArch):
         >>> arch(torch.rand(4, 13), torch.rand(4, 2, 16)).shape
         torch.Size([4])
     """
+    # The dense optimizer when a config sets none (recsys_dist/arch_defaults.py): Adam, as the xDeepInt / DynInt
+    # papers train the dense part (the preset's Adam 1e-3), at 3e-3 like DLRM / DeepFM. With the global Adagrad
+    # 0.01, xDeepInt was the last arch on UCI Adult (test AUC 0.896; Adam 3e-3: 0.911): docs/arches.md,
+    # "Defaults on data nobody tuned for".
+    OPTIM_DEFAULTS = {"dense": "adam", "dense_lr": 3e-3}
+
 
     def __init__(self, inputs: ArchInputs, num_layers: int = 3, num_subspaces: int = 1) -> None:
         if num_layers < 0:

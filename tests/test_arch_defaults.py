@@ -1,0 +1,53 @@
+"""Per-arch optimizer defaults (recsys_dist/arch_defaults.py): an arch's OPTIM_DEFAULTS reach the config when the
+config sets no dense-optimizer key, and never half-way."""
+
+from __future__ import annotations
+
+import pytest
+
+from recsys_dist.arch_defaults import DENSE_KEYS, arch_optim_defaults
+from recsys_dist.config import OptimConfig, load_config, source_of
+from recsys_dist.models.registry import ARCHES, arch_class
+
+WITH_DEFAULTS = [a for a in ARCHES if arch_optim_defaults(a)]
+
+
+def test_some_arch_declares_defaults():
+    """Guards against the hook being dropped silently: the arches whose paper optimizer is set (docs/arches.md)."""
+    assert "dlrm" in WITH_DEFAULTS
+
+
+@pytest.mark.parametrize("arch", WITH_DEFAULTS)
+def test_arch_defaults_apply_when_nothing_is_set(arch, tmp_path):
+    """Catches the arch's paper optimizer not reaching a config that sets none (the global Adagrad 0.01 instead),
+    also when the file sets other optim keys."""
+    expected = arch_optim_defaults(arch)
+    cfg = load_config(None, [f"model.arch={arch}"])
+    for key, value in expected.items():
+        assert getattr(cfg.optim, key) == value
+        assert source_of(cfg, f"optim.{key}") == f"the {arch} default"
+    path = tmp_path / "c.yaml"
+    path.write_text(f"model: {{arch: {arch}}}\noptim: {{sparse_lr: 0.2, weight_decay: 1.0e-6}}\n")
+    cfg = load_config(path)
+    assert {k: getattr(cfg.optim, k) for k in expected} == expected
+    assert cfg.optim.sparse_lr == 0.2
+
+
+@pytest.mark.parametrize("arch", WITH_DEFAULTS)
+@pytest.mark.parametrize("given", ["optim.dense_lr=0.05", "optim.dense=sgd", "optim.dense_eps=1e-6"])
+def test_a_given_dense_key_keeps_the_global_defaults(arch, given):
+    """Catches a learning rate chosen for one optimizer paired with the arch's other one (e.g. the docs'
+    `optim.dense_lr=0.05`, meant for Adagrad, given to Adam): any dense key set -> none of the arch's applies."""
+    cfg = load_config(None, [f"model.arch={arch}", given])
+    key, value = given.split("=")
+    base = OptimConfig()
+    for k in DENSE_KEYS:
+        want = getattr(base, k) if f"optim.{k}" != key else type(getattr(base, k))(value)
+        assert getattr(cfg.optim, k) == want, k
+
+
+def test_only_dense_keys_may_be_declared(monkeypatch):
+    """Catches an arch default leaking into other optim keys (tables, arch_lr), which the group rule does not cover."""
+    monkeypatch.setattr(arch_class("dlrm"), "OPTIM_DEFAULTS", {"sparse_lr": 0.1}, raising=False)
+    with pytest.raises(TypeError, match="OPTIM_DEFAULTS may set only dense, dense_lr, dense_eps"):
+        load_config(None, ["model.arch=dlrm"])
