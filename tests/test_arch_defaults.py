@@ -27,7 +27,7 @@ def test_arch_defaults_apply_when_nothing_is_set(arch, tmp_path):
         assert getattr(cfg.optim, key) == value
         assert source_of(cfg, f"optim.{key}") == f"the {arch} default"
     path = tmp_path / "c.yaml"
-    path.write_text(f"model: {{arch: {arch}}}\noptim: {{sparse_lr: 0.2, weight_decay: 1.0e-6}}\n")
+    path.write_text(f"model: {{arch: {arch}}}\noptim: {{sparse_lr: 0.2, sparse_eps: 0.01}}\n")
     cfg = load_config(path)
     assert {k: getattr(cfg.optim, k) for k in expected} == expected
     assert cfg.optim.sparse_lr == 0.2
