@@ -69,6 +69,45 @@ def test_bayes_auc_is_the_auc_of_the_true_probabilities():
     assert abs(bayes_auc(noise["p"] + np.random.default_rng(2).random(20000) * 1e-6, noise["label"]) - 0.5) < 0.03
 
 
+def test_half_file_bayes_auc_is_on_the_day_splits_val_and_test_rows(tmp_path):
+    """bayes_auc_halves[1] is the generator's AUC on exactly the rows `prepare --split day` makes the test split (the
+    planted acceptance tests compare each arch with it). Defect caught: halves cut elsewhere than prepare's
+    (floor vs ceil on an odd line count, swapped halves) or computed on other rows."""
+    cfg = SynthConfig(out_dir=str(tmp_path / "raw"), days=2, rows_per_day=3001)
+    rep = synthesize(cfg)
+    md = prepare_criteo(PrepareConfig(input=[str(tmp_path / "raw")], out_dir=str(tmp_path / "out"),
+                                      categorical="vocab", split="day", workers=1), progress=False)
+    # the last day's rows again: the generator's own per-file stream (same seed, same rows, same labels)
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0xDA7A]).spawn(cfg.days)[-1])
+    rows = PlantedModel(cfg).sample(cfg.rows_per_day, rng)
+    p, y = rows["p"], rows["label"]
+    file_labels = [int(line[0]) for line in (tmp_path / "raw" / "day_1").read_text().splitlines()]
+    assert file_labels == y.tolist()
+    val, test = (_load(tmp_path / "out", md, [s])[2].numpy() for s in ("val", "test"))
+    assert (val.size, test.size) == (1501, 1500) and test.tolist() == y[1501:].tolist()
+    assert rep["files"]["day_1"]["bayes_auc_halves"] == [bayes_auc(p[:1501], y[:1501]), bayes_auc(p[1501:], y[1501:])]
+
+
+def test_auc_gap_noise_on_the_planted_test_split_is_far_below_the_acceptance_bar():
+    """The planted acceptance tests (tests/planted.py) compare a model's test AUC with the generator's AUC on the
+    same rows and labels. Re-drawing the labels of the ROWS_PER_DAY / 2 test rows moves that gap (for a model about
+    0.01 below the generator) by an sd of ~0.001, and each AUC alone by ~0.002: a 0.01 bar is ~10 sd of the gap's
+    noise. Defect caught: a test split made so small that a 0.01 bar would be within noise."""
+    from planted import ROWS_PER_DAY, SEED
+
+    model = PlantedModel(SynthConfig(seed=SEED))
+    p = model.sample(ROWS_PER_DAY // 2, np.random.default_rng(0))["p"]
+    rng = np.random.default_rng(1)
+    score = np.log(p / (1 - p)) + rng.normal(0.0, 0.3, p.size)  # a model ~0.01 below the generator
+    gaps, bayes = [], []
+    for _ in range(10):
+        y = (rng.random(p.size) < p).astype(np.int8)
+        bayes.append(bayes_auc(p, y))
+        gaps.append(bayes[-1] - bayes_auc(score, y))
+    assert 0.005 < np.mean(gaps) < 0.015
+    assert np.std(gaps, ddof=1) < 0.002 and np.std(bayes, ddof=1) < 0.004, (np.std(gaps), np.std(bayes))
+
+
 class TinyDLRM(nn.Module):
     """EmbeddingBag per field, bottom MLP, pairwise dot interaction, top MLP (DLRM, Naumov et al. 2019)."""
 

@@ -14,7 +14,8 @@ strings (distinct per field and value); a field is empty with probability `missi
 nothing to the logit (an empty dense field counts as 0, which is what `prepare` maps it to).
 
 Files: Terabyte-style `day_0 .. day_{days-1}` (or Kaggle-style `train.txt` holding all rows), optionally gzipped
-(`.gz`), plus `synth_report.json` (parameters, planted fields and pairs, Bayes AUC overall and per file). The output
+(`.gz`), plus `synth_report.json` (parameters, planted fields and pairs, Bayes AUC overall, per file and per half
+file: the day split's val / test rows). The output
 depends only on the config (same seed, same bytes); rows are generated and written in vectorized chunks.
 
     >>> from recsys_dist.config import SynthConfig
@@ -258,7 +259,9 @@ def synthesize(cfg: SynthConfig, progress: bool = False) -> Dict[str, Any]:
                     bar.update(n)
         os.replace(tmp, out / name)
         p, y = np.concatenate(ps), np.concatenate(ys)
-        per_file[name] = {"rows": int(y.size), "positives": int(y.sum()), "bayes_auc": bayes_auc(p, y)}
+        half = (y.size + 1) // 2  # `prepare --split day` makes the last day's first (ceil) half val, the rest test
+        per_file[name] = {"rows": int(y.size), "positives": int(y.sum()), "bayes_auc": bayes_auc(p, y),
+                          "bayes_auc_halves": [bayes_auc(p[:half], y[:half]), bayes_auc(p[half:], y[half:])]}
         all_p.append(p)
         all_y.append(y)
     if bar is not None:
