@@ -8,6 +8,12 @@ Every planted-AUC test file declares its runs and reads the results of the sessi
     def test_dcn_learns(planted_data, planted_results):
         auc = planted_results[__name__]["dcn"]["test"]["auc"]
         assert planted_data.bayes_auc - 0.02 <= auc <= planted_data.bayes_auc + 0.01
+
+`bayes_auc` is the generator's AUC on exactly the test rows and labels (synth's `bayes_auc_halves`), so the gap is
+a paired comparison: re-drawing the labels of the 50k test rows moves it by an sd of ~0.001 (each AUC alone by
+~0.002, a fresh 50k-row sample by ~0.003; tests/test_synth.py pins the first two). The whole day's AUC, used
+before, differs from the test rows' by 0.0019 for seed 0 (0.7539 vs 0.7558), about 2 sd of the gap's noise.
+Where the arches stand against a 0.01 bar: docs/arches.md, "Acceptance on planted data".
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any, Dict, Mapping, Sequence
 from dist_harness import run_on_ranks
 
 # 200k train rows (days 0-1), 50k val + 50k test (day 2); the generator's default seed.
-# Small enough for 2 cores, big enough that the test AUC is measured to ~0.004.
+# Small enough for 2 cores, big enough that the gap to the generator's AUC is measured to ~0.001 (sd).
 DAYS, ROWS_PER_DAY, SEED = 3, 100000, 0
 
 # One fixed setting for every arch (no per-arch tuning): 1 epoch of 98 global batches of 2048 rows.
@@ -74,8 +80,8 @@ def make_planted(root: Path) -> PlantedData:
     report = synthesize(SynthConfig(out_dir=str(raw), days=DAYS, rows_per_day=ROWS_PER_DAY, seed=SEED))
     prepare_criteo(PrepareConfig(input=[str(raw)], out_dir=str(prepared), split="day", categorical="vocab",
                                  min_count=2, workers=1))
-    test_day = f"day_{DAYS - 1}"  # the day split makes the last day's halves val / test
-    return PlantedData(prepared, raw, report["files"][test_day]["bayes_auc"], report)
+    # the generator's AUC on exactly the test rows (the day split makes the last day's halves val / test)
+    return PlantedData(prepared, raw, report["files"][f"day_{DAYS - 1}"]["bayes_auc_halves"][1], report)
 
 
 def planted_config(data: PlantedData, out: Path, arch: str, arch_args: Mapping[str, Any],
