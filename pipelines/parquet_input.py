@@ -292,7 +292,8 @@ _DONE = object()
 
 
 def _prefetched(it: Iterator[CTRBatch], depth: int) -> Iterator[CTRBatch]:
-    """Runs `it` in a daemon thread, `depth` items ahead; re-raises its error in the consumer."""
+    """Runs `it` in a daemon thread, `depth` items ahead; re-raises its error in the consumer. Closing the
+    consumer (or leaving it) stops and joins the thread."""
     q: "queue.Queue" = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -321,8 +322,9 @@ def _prefetched(it: Iterator[CTRBatch], depth: int) -> Iterator[CTRBatch]:
             if isinstance(item, BaseException):
                 raise item
             yield item
-    finally:
-        stop.set()
+    finally:  # the consumer stopped (end, error, or closed early, e.g. at train.max_steps): let the worker finish
+        stop.set()  # its item and end, so no thread is still inside pyarrow / torch when the interpreter exits
+        t.join()
 
 
 # -- row helpers over {column: array} with multi-valued columns as (name.lengths, name) -------------------------

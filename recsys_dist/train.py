@@ -89,6 +89,13 @@ class _TimedIterator:
         finally:
             self.seconds += time.perf_counter() - t
 
+    def close(self) -> None:
+        """Stop the reader's prefetch thread now (an epoch cut short by max_steps or early stopping), not when
+        the generator is collected: a thread still reading at interpreter exit aborted the process."""
+        close = getattr(self.it, "close", None)
+        if close is not None:
+            close()
+
 
 @torch.no_grad()
 def score_split(built: BuiltModel, cfg: JobConfig, env: DistEnv, split: str) -> PredictionBuffer:
@@ -261,6 +268,7 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
                 mlog.write(event="checkpoint", step=step, path=str(path), seconds=seconds)
                 tb.add(step, **{"time/checkpoint_s": seconds})
                 t_window += seconds  # keep checkpoint time out of samples/s
+        it.close()
         _detach(pipeline)
         if has_val and not cfg.train.val_every_steps:
             val_metrics = validate(f"epoch {epoch}", epoch, in_epoch)
