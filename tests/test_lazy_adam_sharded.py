@@ -20,7 +20,7 @@ from checkpoint_state import assert_same_weights, full_state
 from dist_harness import run_on_ranks
 from prepared_fixtures import write_dataset
 from recsys_dist.config import OptimConfig, load_config
-from test_sharding_types import DIM, FEATURES, _fill_from, _local_tables, batches, initial_weights, kjt_of, loss_of
+from test_sharding_types import FEATURES, _fill_from, _local_tables, batches, initial_weights, kjt_of, loss_of
 
 TYPES = ("table_wise", "row_wise", "column_wise", "table_row_wise", "table_column_wise")
 # eps comparable to |g| (~0.03): the update depends on the gradient's scale, so a rank's gradient counted twice
@@ -31,25 +31,19 @@ HP = dict(sparse="adam", sparse_lr=0.05, sparse_eps=0.02, beta1=0.8, beta2=0.9, 
 def _sharded_worker(rank: int, world_size: int, plan_dir: str):
     import torch.distributed as dist
     from torchrec.distributed.model_parallel import DistributedModelParallel
-    from torchrec.distributed.planner.types import ParameterConstraints
     from torchrec.distributed.types import ShardingEnv
 
-    from embedding_sharding.planner import plan_sharding
     from embedding_sharding.sharders import CTREmbeddingBagCollectionSharder
-    from embedding_sharding.topology import make_topology
     from recsys_dist.lazy_adam_kernel import BatchedLazyAdamEmbeddingBag
     from recsys_dist.optim import fused_params
-    from test_sharding_types import Net
+    from test_sharding_types import plan_one_type
 
     pg = dist.group.WORLD
     half = 8 // world_size
     results = {}
     for st in TYPES:
         sharder = CTREmbeddingBagCollectionSharder(fused_params=fused_params(OptimConfig(**HP), "cpu"))
-        model = Net("meta")
-        constraints = {f"t_{f}": ParameterConstraints(min_partition=4) for f, _ in FEATURES}
-        plan = plan_sharding(model, make_topology(world_size, world_size, "cpu"), [sharder],
-                             constraints=constraints, sharding_types=[st], pg=pg)
+        model, plan = plan_one_type(st, sharder, world_size, pg)
         dmp = DistributedModelParallel(model, env=ShardingEnv.from_process_group(pg), device=torch.device("cpu"),
                                        plan=plan, sharders=[sharder])
         kernels = [k for m in dmp.modules() for lookup in getattr(m, "_lookups", ()) for k in lookup.modules()

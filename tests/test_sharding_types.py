@@ -146,19 +146,31 @@ def _fill_from(state_dict, full: Dict[str, torch.Tensor]) -> None:
                 t.copy_(full[name][off[0]:off[0] + t.shape[0], off[1]:off[1] + t.shape[1]])
 
 
+def plan_one_type(sharding_type: str, sharder, world_size: int, pg):
+    """(Net on meta, its plan with every table of `sharding_type`) on `world_size` CPU ranks (a collective)."""
+    from torchrec.distributed.planner.types import ParameterConstraints
+
+    from embedding_sharding.planner import plan_sharding
+    from embedding_sharding.topology import make_topology
+
+    model = Net("meta")
+    # min_partition 4 < DIM: column-wise types really split the 8 columns into 2 shards
+    constraints = {f"t_{f}": ParameterConstraints(min_partition=4) for f, _ in FEATURES}
+    plan = plan_sharding(model, make_topology(world_size, world_size, "cpu"), [sharder], constraints=constraints,
+                         sharding_types=[sharding_type], pg=pg)
+    return model, plan
+
+
 def worker(rank: int, world_size: int, plan_dir: str):
     import torch.distributed as dist
     from fbgemm_gpu.split_embedding_configs import EmbOptimType
     from torchrec.distributed.model_parallel import DistributedModelParallel
-    from torchrec.distributed.planner.types import ParameterConstraints
     from torchrec.distributed.types import ShardingEnv
     from torchrec.optim.keyed import KeyedOptimizerWrapper
     from torchrec.optim.optimizers import in_backward_optimizer_filter
 
     from embedding_sharding.plan_file import load_plan, save_plan
-    from embedding_sharding.planner import plan_sharding
     from embedding_sharding.sharders import CTREmbeddingBagCollectionSharder
-    from embedding_sharding.topology import make_topology
 
     pg = dist.group.WORLD
     half = GLOBAL_BATCH // world_size
@@ -166,11 +178,7 @@ def worker(rank: int, world_size: int, plan_dir: str):
     for st in TYPES:
         sharder = CTREmbeddingBagCollectionSharder(
             fused_params={"optimizer": EmbOptimType.EXACT_ROWWISE_ADAGRAD, "learning_rate": LR, "eps": EPS})
-        model = Net("meta")
-        # min_partition 4 < DIM: column-wise types really split the 8 columns into 2 shards
-        constraints = {f"t_{f}": ParameterConstraints(min_partition=4) for f, _ in FEATURES}
-        plan = plan_sharding(model, make_topology(world_size, world_size, "cpu"), [sharder],
-                             constraints=constraints, sharding_types=[st], pg=pg)
+        model, plan = plan_one_type(st, sharder, world_size, pg)
         path = os.path.join(plan_dir, f"{st}.json")
         if rank == 0:
             save_plan(plan, path, {"world_size": world_size, "local_world_size": world_size, "device": "cpu"},
