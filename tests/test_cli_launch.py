@@ -41,8 +41,18 @@ def torchrun(*argv, cwd=None, check=True, timeout=300) -> subprocess.CompletedPr
             raise
     r = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
     if check:
-        assert r.returncode == 0, f"torchrun {' '.join(map(str, argv))}: exit {r.returncode}\n{r.stderr[-3000:]}"
+        assert r.returncode == 0, f"torchrun {' '.join(map(str, argv))}: exit {r.returncode}\n{failure_text(r)}"
     return r
+
+
+def failure_text(r: subprocess.CompletedProcess) -> str:
+    """The ranks' own output, without torchrun's agent report (its traceback and ChildFailedError box, which
+    filled the whole message before and hid the rank's error)."""
+    err = r.stderr or ""
+    agent = err.rfind("Traceback (most recent call last):\n  File \"<frozen runpy>\"")
+    if agent >= 0 and "torch/distributed/run.py" in err[agent:]:
+        err = err[:agent]
+    return f"--- stdout (tail) ---\n{(r.stdout or '')[-2500:]}\n--- stderr (ranks, tail) ---\n{err[-3500:]}"
 
 
 def _last_json(stdout: str) -> dict:

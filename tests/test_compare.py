@@ -88,7 +88,8 @@ def test_multi_rank_runs_go_through_torchrun():
 
 
 def test_bad_key_refused_up_front_and_failed_run_reported(tmp_path, capsys):
-    """Catches: a config error found only after runs started, or a failed run reported as a result (exit 0)."""
+    """Catches: a config error found only after runs started, a failed run reported as a result (exit 0), or
+    one reported without its cause (the tail of its train.log)."""
     _write(tmp_path / "data")
     assert _compare(tmp_path / "data", tmp_path / "a", "train.no_such_key=1") == 2
     assert "no_such_key" in capsys.readouterr().err and not (tmp_path / "a" / "dlrm").exists()
@@ -97,6 +98,7 @@ def test_bad_key_refused_up_front_and_failed_run_reported(tmp_path, capsys):
     assert main(argv) == 1
     out = capsys.readouterr().out
     assert "FAILED (exit" in out and "dlrm seed 0 (NOT FINISHED" in (tmp_path / "b" / "leaderboard.md").read_text()
+    assert "    | recsys-dist train: config error:" in out and "bottom_mlp must end" in out  # the cause, shown
 
 
 def test_compare_on_two_ranks_ranks_like_one_process(tmp_path, capsys):

@@ -182,7 +182,18 @@ def _execute(runs: List[Run], jobs: int) -> Dict[str, int]:
             status[str(r.folder)] = proc.returncode
             what = "ok" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see {r.folder}/train.log)"
             print(f"  {what}  {r.entry} seed {r.seed}  [{time.perf_counter() - t:.0f}s]", flush=True)
+            if proc.returncode:
+                print(_log_tail(r.folder / "train.log"), flush=True)
     return status
+
+
+def _log_tail(log: Path, lines: int = 25) -> str:
+    """The last lines of a failed run's log, indented: the cause is shown where the failure is reported."""
+    try:
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+    except OSError as e:
+        return f"    (cannot read {log}: {e})"
+    return "\n".join(f"    | {line}" for line in tail)
 
 
 def run(args: argparse.Namespace) -> int:
