@@ -157,7 +157,8 @@ def test_multi_valued_kjt_exact_and_pooling_mean_vs_sum(tmp_path):
     (("{column: user, name: user_id}", "{column: usr, name: user_id}"),
      r"schema_sum\.yaml:5: categorical\[0\]\.column='usr' is not a column of .*clicks\.csv \(columns: ts, user"),
     (("transform: minmax", "transform: sqrt"),
-     r"schema_sum\.yaml:10: numeric\[1\]\.transform='sqrt' is not one of none, log, minmax, bucketize"),
+     r"schema_sum\.yaml:10: numeric\[1\]\.transform='sqrt' is not one of none, log, minmax, standardize, "
+     r"bucketize"),
     (('label: "rating >= 4"', "label: rating"),
      r"schema_sum\.yaml:1: label='rating' is not a binary column: 9 of the first 10 rows of .*clicks\.csv are "
      r"not 0 / 1 .*label: \"rating >= 4\""),

@@ -31,6 +31,7 @@ numeric:
   - {column: price, transform: log}
   - {column: price, name: price_mm, transform: minmax}
   - {column: price, name: price_b, transform: bucketize}
+  - {column: price, name: price_z}
 """
 HEADER = "ts,user,item,tags,price,clicked"
 

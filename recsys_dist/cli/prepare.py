@@ -69,6 +69,14 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     for line in warning_lines(md.source.get("oov", {})):
         print(line, file=sys.stderr)
+    if md.source.get("numeric_clipped"):
+        from recsys_dist.data.numeric_transforms import report_lines
+
+        summary, warnings = report_lines(md.source["numeric_clipped"],
+                                         {k: v["transform"] for k, v in md.source.get("numeric", {}).items()})
+        print("\n".join(summary))
+        for line in warnings:
+            print(line, file=sys.stderr)
     bad = md.bad_rows
     print(f"  bad rows skipped: {bad.get('count', 0)}" + (f" {bad['by_reason']} (all in {cfg.out_dir}/"
                                                           f"{bad.get('file')})" if bad.get("count") else ""))

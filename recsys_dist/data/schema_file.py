@@ -13,17 +13,19 @@
     multi_valued:                 # several ids per row, pooled by the EmbeddingBag
       - {column: genres, separator: "|", pooling: mean, max_length: 5}
     numeric:
-      - {column: price, transform: log}          # none | log | minmax | bucketize
+      - {column: price, transform: log}          # standardize (default) | log | minmax | none | bucketize
+      - {column: age, clip: 4}                   # standardize, clipped to +-4 train standard deviations
     cross_pairs: [[user, item_id]]               # OptInter's cross fields, by feature name
 
 `load_schema(path)` parses and validates it (never evaluates anything: the label rule is a three-token
 comparison); every error names the schema file, its line and the key, e.g.
-`schema.yaml:9: numeric[0].transform='sqrt' is not one of none, log, minmax, bucketize`.
+`schema.yaml:9: numeric[0].transform='sqrt' is not one of none, log, minmax, standardize, bucketize`.
 Whether the columns exist is checked against the input files by tabular_prepare.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,8 +34,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 from recsys_dist.data.bad_rows import PrepareError
+from recsys_dist.data.numeric_transforms import DEFAULT_CLIP, DEFAULT_TRANSFORM, TRANSFORMS
 
-TRANSFORMS = ("none", "log", "minmax", "bucketize")
 POOLINGS = ("sum", "mean")
 OPS = (">=", "<=", "==", "!=", ">", "<")
 TOP_KEYS = ("label", "timestamp", "split", "csv", "categorical", "multi_valued", "numeric", "cross_pairs")
@@ -85,7 +87,8 @@ class CategoricalSpec:
 class NumericSpec:
     name: str
     column: str
-    transform: str = "none"  # none | log | minmax | bucketize (-> a sparse feature of Criteo-winner buckets)
+    transform: str = DEFAULT_TRANSFORM  # numeric_transforms.TRANSFORMS (bucketize -> a sparse feature)
+    clip: float = DEFAULT_CLIP  # standardize: clip |z| at this many train standard deviations
 
 
 @dataclass
@@ -297,10 +300,19 @@ def parse_schema(raw: Any, path: str = "schema.yaml", lines: Optional[Dict[str, 
     nums = []
     for i, x in enumerate(r.items(d.get("numeric"), "numeric")):
         key = f"numeric[{i}]"
-        nd = r.mapping(x, key, ("column", "name", "transform"))
+        nd = r.mapping(x, key, ("column", "name", "transform", "clip"))
         col = r.string(nd.get("column"), f"{key}.column")
-        nums.append(NumericSpec(r.string(nd.get("name", col), f"{key}.name"), col,
-                                r.choice(nd.get("transform", "none"), f"{key}.transform", TRANSFORMS)))
+        spec = NumericSpec(r.string(nd.get("name", col), f"{key}.name"), col,
+                           r.choice(nd.get("transform", DEFAULT_TRANSFORM), f"{key}.transform", TRANSFORMS))
+        if "clip" in nd:
+            c = nd["clip"]
+            if spec.transform != "standardize":
+                raise r.fail(f"{key}.clip", f"={c!r}: clip is for transform: standardize (this field is "
+                                            f"{spec.transform}; minmax clips to [0, 1] by itself)")
+            if isinstance(c, bool) or not isinstance(c, (int, float)) or not c > 0 or not math.isfinite(c):
+                raise r.fail(f"{key}.clip", f"={c!r}: expected a number > 0 (standard deviations)")
+            spec.clip = float(c)
+        nums.append(spec)
     if not cats and not nums:
         raise SchemaError(f"{path}: no features: give categorical, multi_valued and/or numeric fields")
     s = Schema(label, cats, nums, path=path, lines=lines or {})

@@ -11,11 +11,13 @@ Parquet batch by batch. Rows are written in input
 order as row groups of ROW_GROUP_ROWS, so memory is bounded by a block, a row group and the vocabularies, whatever
 the input size; the same rows as CSV or as Parquet give the same files, whatever the block size.
 
-Passes (only those needed): 1. timestamps (time split) -> split cutoffs; 2. vocabulary counts and min / max over
-the train rows (min_count fields, minmax numerics); 3. encode + write. Ids: see recsys_dist.data.schema_file and
-docs/own_data.md (vocab: 0 empty, 1 OOV, 2.. by train count; hash: key mod hash_cap, empty 0; bucketize: the
-Criteo layout of criteo_encode). Numeric transforms: none (x), log (ln(1 + max(x, 0))), minmax
-((x - min) / (max - min) over train, clipped to [0, 1]), bucketize; an empty numeric field is 0 (bucket id 0).
+Passes (only those needed): 1. timestamps (time split) -> split cutoffs; 2. vocabulary counts and the numeric
+statistics over the train rows (min_count fields, standardize / minmax numerics); 3. encode + write. Ids: see
+recsys_dist.data.schema_file and docs/own_data.md (vocab: 0 empty, 1 OOV, 2.. by train count; hash: key mod
+hash_cap, empty 0; bucketize: the Criteo layout of criteo_encode). Numeric transforms
+(recsys_dist.data.numeric_transforms): standardize (the default: train mean / std, clipped), log, minmax (train
+min / max), none, bucketize; clipped values are counted per split in metadata.source.numeric_clipped; an empty
+numeric field is 0 (bucket id 0).
 
 Split (_decide_split): a given split is kept as is: per-split files (`--input train=... val=... test=...` or the
 schema's split.train / val / test, recsys_dist.data.given_splits) or a split column. Otherwise, with `timestamp`,
@@ -57,6 +59,8 @@ from recsys_dist.data import criteo_encode as enc
 from recsys_dist.data import given_splits
 from recsys_dist.data.bad_rows import BAD_ROWS_FILE, BadRows, PrepareError
 from recsys_dist.data.metadata import METADATA_FILE, SPLITS, Metadata, SparseFeature, SplitInfo
+from recsys_dist.data import numeric_transforms
+from recsys_dist.data.numeric_transforms import ClipCounter, NumericFit
 from recsys_dist.data.oov_report import OOV_ID, OovCounter
 from recsys_dist.data.parquet_parts import Part, PartWriter, remove_temp_files
 from recsys_dist.data.raw_files import BadLine, LineReader, Rows, expand_inputs, open_raw
@@ -323,11 +327,11 @@ def _time_cutoffs(files: List[str], schema: Schema, split: _Split, strict: bool)
 
 
 def _train_counts(files: List[str], schema: Schema, split: _Split,
-                  strict: bool) -> Tuple[Dict[str, enc.Vocab], Dict[str, Tuple[float, float]]]:
+                  strict: bool) -> Tuple[Dict[str, enc.Vocab], Dict[str, NumericFit]]:
+    """One pass over the train rows: vocabulary counts and the numeric fields' statistics (train only)."""
     vocab_fields = [c for c in schema.categorical if c.encoding == "vocab"]
-    minmax = [n.name for n in schema.numeric if n.transform == "minmax"]
     counters = {c.name: enc.VocabCounter() for c in vocab_fields}
-    lo_hi = {n: (math.inf, -math.inf) for n in minmax}
+    fits = {n.name: NumericFit() for n in schema.dense()}
     for block, which in _each_block(files, schema, split, BadRows(strict)):
         train = block.select(which == 0)
         for c in vocab_fields:
@@ -336,13 +340,11 @@ def _train_counts(files: List[str], schema: Schema, split: _Split,
             else:
                 keys, empty = train.single[c.name]
                 counters[c.name].add(keys[~empty])
-        for name in minmax:
+        for name, fit in fits.items():
             v, e = train.numeric[name]
-            if (~e).any():
-                lo, hi = lo_hi[name]
-                lo_hi[name] = (min(lo, float(v[~e].min())), max(hi, float(v[~e].max())))
+            fit.add(v[~e])
     vocabs = {c.name: enc.Vocab(*counters[c.name].result(), min_count=c.min_count or 1) for c in vocab_fields}
-    return vocabs, lo_hi
+    return vocabs, {k: f.finish() for k, f in fits.items()}
 
 
 def _split_writer(folder: Path, schema: pa.Schema, rows_per_file: int) -> PartWriter:
@@ -360,13 +362,11 @@ def _split_info(parts: List[Part]) -> SplitInfo:
 
 @dataclass
 class _Stats:
-    """Per dense feature, over the train rows: sums for mean / std, min, max, empties; ids per multi-valued row."""
+    """Per dense feature, over the train rows: mean / std / min / max of the written values, empties; ids per
+    multi-valued row."""
 
     n: int = 0
-    s: Dict[str, float] = field(default_factory=dict)
-    ss: Dict[str, float] = field(default_factory=dict)
-    lo: Dict[str, float] = field(default_factory=dict)
-    hi: Dict[str, float] = field(default_factory=dict)
+    written: Dict[str, NumericFit] = field(default_factory=dict)
     empty: Dict[str, int] = field(default_factory=dict)
     ids: Dict[str, int] = field(default_factory=dict)
 
@@ -384,19 +384,15 @@ def _ids(spec: CategoricalSpec, keys: np.ndarray, empty: np.ndarray, vocabs: Dic
     return vocabs[spec.name].encode(keys, empty)
 
 
-def _encode(schema: Schema, block: _Block, vocabs: Dict[str, enc.Vocab],
-            lo_hi: Dict[str, Tuple[float, float]]) -> Dict[str, pa.Array]:
+def _encode(schema: Schema, block: _Block, vocabs: Dict[str, enc.Vocab], fits: Dict[str, NumericFit],
+            clipped: Dict[str, Tuple[np.ndarray, np.ndarray]]) -> Dict[str, pa.Array]:
+    """The output columns of a block; `clipped` gets each dense field's (below, above) masks."""
     out: Dict[str, pa.Array] = {"label": pa.array(block.label, pa.int8())}
     for spec in schema.dense():
         v, e = block.numeric[spec.name]
-        if spec.transform == "log":
-            x = enc.dense_log(v)
-        elif spec.transform == "minmax":
-            lo, hi = lo_hi[spec.name]
-            x = np.clip((v - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(v)
-        else:
-            x = v
-        out[spec.name] = pa.array(np.where(e, 0.0, x).astype(np.float32), pa.float32())
+        x, below, above = numeric_transforms.apply(spec.transform, v, e, fits.get(spec.name), spec.clip)
+        clipped[spec.name] = (below, above)
+        out[spec.name] = pa.array(x, pa.float32())
     for spec in schema.bucketized():
         v, e = block.numeric[spec.name]
         out[spec.name] = pa.array(enc.bucketize(np.floor(np.clip(v, -2.0**62, 2.0**62)).astype(np.int64), e))
@@ -414,12 +410,7 @@ def _encode(schema: Schema, block: _Block, vocabs: Dict[str, enc.Vocab],
 def _update_stats(st: _Stats, schema: Schema, cols: Dict[str, pa.Array], block: _Block) -> None:
     st.n += len(cols["label"])
     for spec in schema.dense():
-        x = cols[spec.name].to_numpy().astype(np.float64)
-        if x.size:
-            st.s[spec.name] = st.s.get(spec.name, 0.0) + float(x.sum())
-            st.ss[spec.name] = st.ss.get(spec.name, 0.0) + float((x * x).sum())
-            st.lo[spec.name] = min(st.lo.get(spec.name, math.inf), float(x.min()))
-            st.hi[spec.name] = max(st.hi.get(spec.name, -math.inf), float(x.max()))
+        st.written.setdefault(spec.name, NumericFit()).add(cols[spec.name].to_numpy().astype(np.float64))
         st.empty[spec.name] = st.empty.get(spec.name, 0) + int(block.numeric[spec.name][1].sum())
     for spec in schema.multi():
         st.ids[spec.name] = st.ids.get(spec.name, 0) + int(block.multi[spec.name][0].sum())
@@ -511,9 +502,10 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
     if split.mode == "time":
         _time_cutoffs(files, schema, split, cfg.strict)
     vocabs: Dict[str, enc.Vocab] = {}
-    lo_hi: Dict[str, Tuple[float, float]] = {}
-    if any(c.encoding == "vocab" for c in schema.categorical) or any(n.transform == "minmax" for n in schema.numeric):
-        vocabs, lo_hi = _train_counts(files, schema, split, cfg.strict)
+    fits: Dict[str, NumericFit] = {}
+    if any(c.encoding == "vocab" for c in schema.categorical) or \
+            any(n.transform in numeric_transforms.FITTED for n in schema.numeric):
+        vocabs, fits = _train_counts(files, schema, split, cfg.strict)
 
     out = Path(cfg.out_dir)
     for s in SPLITS:
@@ -527,9 +519,11 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
     bad = BadRows(cfg.strict, out / f".tmp-{BAD_ROWS_FILE}")
     stats = _Stats()
     oov = OovCounter()
+    clip_counter = ClipCounter()
     vocab_fields = [c for c in schema.single() + schema.multi() if c.encoding == "vocab"]
     for block, which in _each_block(files, schema, split, bad):
-        cols = _encode(schema, block, vocabs, lo_hi)
+        clipped: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+        cols = _encode(schema, block, vocabs, fits, clipped)
         table = pa.Table.from_arrays([cols[n] for n in arrow_schema.names], schema=arrow_schema)
         for k, name in enumerate(SPLITS):
             sel = which == k
@@ -537,6 +531,8 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
                 continue
             sub = table.filter(pa.array(sel))
             writers[name].add(sub)
+            for n, (below, above) in clipped.items():
+                clip_counter.add(name, n, below[sel], above[sel], block.numeric[n][1][sel])
             for c in vocab_fields:
                 col = sub.column(c.name).combine_chunks()
                 ids = (col.flatten() if c.multi_valued else col).to_numpy(zero_copy_only=False)
@@ -563,12 +559,10 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
         sparse.append(f)
     dense_stats: Dict[str, Dict[str, float]] = {}
     for spec in schema.dense():
-        if stats.n and spec.name in stats.s:
-            mean = stats.s[spec.name] / stats.n
-            dense_stats[spec.name] = {
-                "mean": mean, "std": math.sqrt(max(stats.ss[spec.name] / stats.n - mean * mean, 0.0)),
-                "min": stats.lo[spec.name], "max": stats.hi[spec.name],
-                "empty_rate": stats.empty[spec.name] / stats.n}
+        fit = stats.written.get(spec.name)
+        if stats.n and fit is not None and fit.finish().count:
+            dense_stats[spec.name] = {"mean": fit.mean, "std": fit.std, "min": fit.lo, "max": fit.hi,
+                                      "empty_rate": stats.empty[spec.name] / stats.n}
     transforms = sorted({n.transform for n in schema.dense()})
     if split.mode == "time":
         split_detail.update(timestamp=schema.timestamp, train_before=split.cut_val, test_from=split.cut_test)
@@ -581,7 +575,13 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
                 "val_ratio": val if split.mode in ("time", "ratio") else None,
                 "test_ratio": test if split.mode in ("time", "ratio") else None,
                 "seed": split.seed if split.mode == "ratio" else None, "lines": written + bad.count,
-                "minmax": {k: list(v) for k, v in lo_hi.items()},
+                "minmax": {n.name: [fits[n.name].lo, fits[n.name].hi] for n in schema.dense()
+                           if n.transform == "minmax"},
+                "numeric": {n.name: {"transform": n.transform, **({"clip": n.clip} if n.transform == "standardize"
+                                                                  else {}), **(fits[n.name].as_dict()
+                                                                               if n.name in fits else {})}
+                            for n in schema.dense()},
+                "numeric_clipped": clip_counter.as_dict(list(SPLITS), [n.name for n in schema.dense()]),
                 "oov": oov.as_dict(list(SPLITS), [c.name for c in vocab_fields]),
                 "cross_pairs": [f"{a},{b}" for a, b in schema.cross_pairs]},
         dense_transform=transforms[0] if len(transforms) == 1 else ("mixed" if transforms else "none"),
