@@ -50,3 +50,48 @@ def test_criteo_vocab_reports_unseen_values_per_field_and_split(tmp_path, capsys
     assert "worst C1 66.7%" in out and "worst C2 33.3%" in out
     assert "prepare: warning: val: C1 66.7% (2 of 3; train 0.0%)" in err
     assert "prepare: warning: test: C2 33.3% (1 of 3; train 0.0%)" in err
+
+
+def test_own_data_hashed_fields_report_ids_unseen_in_train(tmp_path, capsys):
+    """Defects caught: hashed fields (hash_cap) left out of the unseen-value report, train ids not collected from
+    the train split alone (val's c would then count as seen), empty cells counted as values, a multi-valued field
+    counted by rows instead of ids, or no printed line / warning naming the field. hash_cap 1 maps every value to
+    id 0: all seen (a collision hides an unseen value: the share is a lower bound, as documented)."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    files = {"train": "a,x|y,1\nb,y,0\n,x,1\n", "valid": "c,x|z,1\na,,0\n", "test": "d,w|w|y,0\nb,x,1\nd,y,1\n,y,0\n"}
+    for name, body in files.items():
+        (raw / f"{name}.csv").write_text("user,tags,clicked\n" + body)
+    (raw / "schema.yaml").write_text(
+        "label: clicked\ncategorical:\n  - {column: user, hash_cap: 1000003}\n"
+        "  - {column: user, name: user_one, hash_cap: 1}\n"
+        "multi_valued:\n  - {column: tags, hash_cap: 1000003}\n")
+    assert main(["prepare", "--schema", str(raw / "schema.yaml"), "--out", str(tmp_path / "out"), "--input",
+                 f"train={raw}/train.csv", f"val={raw}/valid.csv", f"test={raw}/test.csv"]) == 0
+    hashed = Metadata.load(tmp_path / "out").source["oov_hashed"]
+    assert "train" not in hashed  # every train id is a train id
+    assert hashed["val"]["user"] == {"oov": 1, "of": 2, "share": 0.5}  # c unseen, a seen
+    assert hashed["test"]["user"] == {"oov": 2, "of": 3, "share": 0.666667}  # d, d; the empty cell: no value
+    assert hashed["val"]["tags"] == {"oov": 1, "of": 2, "share": 0.5}  # x seen, z unseen; the empty row: no id
+    assert hashed["test"]["tags"] == {"oov": 2, "of": 6, "share": 0.333333}  # w, w of w w y x y y
+    assert hashed["val"]["user_one"]["oov"] == 0 and hashed["test"]["user_one"] == {"oov": 0, "of": 3, "share": 0.0}
+    out, err = capsys.readouterr()
+    assert "  test   hashed ids unseen in train: mean 33.3% of rows over 3 hashed field(s), worst user 66.7%" in out
+    assert ("prepare: warning: test: user 66.7% (2 of 3), tags 33.3% (2 of 6) with a hashed id no train value had "
+            "(> 20%): never-trained embedding rows; check the split") in err
+
+
+def test_train_ids_merge_blocks_exactly():
+    """Defect caught: ids of blocks added after a merge (or still pending before one) lost, so values train had
+    are reported unseen; the merge triggers every 65 536 new distinct ids."""
+    import numpy as np
+
+    from recsys_dist.data.oov_report import TrainIds
+
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 1 << 40, 300_000)
+    ids = TrainIds()
+    for block in np.array_split(train, 37):
+        ids.add(block)
+    probe = np.concatenate([train[::7], rng.integers(1 << 41, 1 << 42, 1000)])
+    assert ids.seen(probe).tolist() == [True] * train[::7].size + [False] * 1000

@@ -69,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     for line in warning_lines(md.source.get("oov", {})):
         print(line, file=sys.stderr)
+    for line in summary_lines(md.source.get("oov_hashed", {}), hashed=True):
+        print(line)
+    for line in warning_lines(md.source.get("oov_hashed", {}), hashed=True):
+        print(line, file=sys.stderr)
     if md.source.get("numeric_clipped"):
         from recsys_dist.data.numeric_transforms import report_lines
 

@@ -5,12 +5,20 @@ min_count times. Written by both prepares to metadata.source.oov and printed by 
     metadata.source.oov = {"val": {"user": {"oov": 192, "of": 943, "share": 0.2036}, ...}, "test": {...}, ...}
 
 A val / test share far above train's says the split holds values the model never learned (new users, new ads):
-the printed warning names the fields above WARN_SHARE. Hashed fields have no vocabulary and are not counted.
+the printed warning names the fields above WARN_SHARE.
+
+Hashed fields (own data, `hash_cap`) have no vocabulary; for them the schema prepare counts, per val / test split,
+the values whose hashed id no train value had (TrainIds: the train split's distinct ids, then a lookup), i.e.
+rows that meet a never-trained embedding row, in metadata.source.oov_hashed with the same layout ("oov" = unseen).
+A value unseen in train that collides with a train value's id counts as seen: the share is a lower bound of the
+unseen values' share, and the number that matters to the model (its row was trained).
 """
 
 from __future__ import annotations
 
 from typing import Dict, List
+
+import numpy as np
 
 from recsys_dist.data.criteo_encode import Vocab
 
@@ -46,19 +54,57 @@ class OovCounter:
         return out
 
 
-def summary_lines(report: Dict[str, Dict[str, Dict[str, float]]]) -> List[str]:
-    """One line per split: mean and worst share over the vocab fields."""
+class TrainIds:
+    """The distinct ids of a hashed field in the train split (sorted int64; memory ~8 bytes per distinct id)."""
+
+    def __init__(self) -> None:
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._parts: List[np.ndarray] = []
+        self._pending = 0
+
+    def add(self, ids: np.ndarray) -> None:
+        if ids.size:
+            u = np.unique(ids.astype(np.int64, copy=False))
+            self._parts.append(u)
+            self._pending += u.size
+            if self._pending > max(1 << 16, self._ids.size):
+                self._merge()
+
+    def _merge(self) -> None:
+        if self._parts:
+            self._ids = np.unique(np.concatenate([self._ids, *self._parts]))
+            self._parts, self._pending = [], 0
+
+    def seen(self, ids: np.ndarray) -> np.ndarray:
+        """Per id: does the train split have it?"""
+        self._merge()
+        if not self._ids.size:
+            return np.zeros(ids.shape, dtype=bool)
+        pos = np.minimum(np.searchsorted(self._ids, ids), self._ids.size - 1)
+        return self._ids[pos] == ids
+
+
+_VOCAB = ("out of the train vocabulary (OOV)", "vocab field(s)", "out of the train vocabulary", "values the model "
+          "never learned")
+_HASHED = ("hashed ids unseen in train", "hashed field(s)", "with a hashed id no train value had",
+           "never-trained embedding rows")
+
+
+def summary_lines(report: Dict[str, Dict[str, Dict[str, float]]], hashed: bool = False) -> List[str]:
+    """One line per split: mean and worst share over the vocab (or hashed) fields."""
     lines = []
+    what, unit = (_HASHED if hashed else _VOCAB)[:2]
     for split, fields in report.items():
         shares = {f: v["share"] for f, v in fields.items()}
         worst = max(shares, key=lambda f: shares[f])
         mean = 100 * sum(shares.values()) / len(shares)
-        lines.append(f"  {split:<6} out of the train vocabulary (OOV): mean {mean:.1f}% of rows over {len(shares)} "
-                     f"vocab field(s), worst {worst} {100 * shares[worst]:.1f}%")
+        lines.append(f"  {split:<6} {what}: mean {mean:.1f}% of rows over {len(shares)} "
+                     f"{unit}, worst {worst} {100 * shares[worst]:.1f}%")
     return lines
 
 
-def warning_lines(report: Dict[str, Dict[str, Dict[str, float]]], limit: float = WARN_SHARE) -> List[str]:
+def warning_lines(report: Dict[str, Dict[str, Dict[str, float]]], limit: float = WARN_SHARE,
+                  hashed: bool = False) -> List[str]:
     """One line per val / test split with fields whose OOV share exceeds `limit`, the worst first (up to 5), each
     beside train's own share (with min_count > 1 train has OOV rows too: a share near it is the min count's doing)."""
     lines = []
@@ -71,6 +117,7 @@ def warning_lines(report: Dict[str, Dict[str, Dict[str, float]]], limit: float =
                               + (f"; train {100 * train[f]['share']:.1f}%)" if f in train else ")")
                               for f in high[:5])
             more = f" and {len(high) - 5} more" if len(high) > 5 else ""
-            lines.append(f"prepare: warning: {split}: {named}{more} out of the train vocabulary (> "
-                         f"{100 * limit:.0f}%): values the model never learned; check the split")
+            what, why = (_HASHED if hashed else _VOCAB)[2:]
+            lines.append(f"prepare: warning: {split}: {named}{more} {what} (> "
+                         f"{100 * limit:.0f}%): {why}; check the split")
     return lines

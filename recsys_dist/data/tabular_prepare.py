@@ -61,7 +61,7 @@ from recsys_dist.data.bad_rows import BAD_ROWS_FILE, BadRows, PrepareError
 from recsys_dist.data.metadata import METADATA_FILE, SPLITS, Metadata, SparseFeature, SplitInfo
 from recsys_dist.data import numeric_transforms
 from recsys_dist.data.numeric_transforms import ClipCounter, NumericFit
-from recsys_dist.data.oov_report import OOV_ID, OovCounter
+from recsys_dist.data.oov_report import OOV_ID, OovCounter, TrainIds
 from recsys_dist.data.parquet_parts import Part, PartWriter, remove_temp_files
 from recsys_dist.data.raw_files import BadLine, LineReader, Rows, expand_inputs, open_raw
 from recsys_dist.data.schema_file import CategoricalSpec, Schema, SchemaError, load_schema, rule_holds
@@ -327,11 +327,13 @@ def _time_cutoffs(files: List[str], schema: Schema, split: _Split, strict: bool)
 
 
 def _train_counts(files: List[str], schema: Schema, split: _Split,
-                  strict: bool) -> Tuple[Dict[str, enc.Vocab], Dict[str, NumericFit]]:
-    """One pass over the train rows: vocabulary counts and the numeric fields' statistics (train only)."""
+                  strict: bool) -> Tuple[Dict[str, enc.Vocab], Dict[str, NumericFit], Dict[str, TrainIds]]:
+    """One pass over the train rows: vocabulary counts, the numeric fields' statistics and the hashed fields'
+    distinct ids (train only)."""
     vocab_fields = [c for c in schema.categorical if c.encoding == "vocab"]
     counters = {c.name: enc.VocabCounter() for c in vocab_fields}
     fits = {n.name: NumericFit() for n in schema.dense()}
+    hashed = {c.name: TrainIds() for c in schema.categorical if c.encoding == "hash"}
     for block, which in _each_block(files, schema, split, BadRows(strict)):
         train = block.select(which == 0)
         for c in vocab_fields:
@@ -343,8 +345,20 @@ def _train_counts(files: List[str], schema: Schema, split: _Split,
         for name, fit in fits.items():
             v, e = train.numeric[name]
             fit.add(v[~e])
+        for c in schema.categorical:
+            if c.name in hashed:
+                hashed[c.name].add(_hashed_ids(c, train))
     vocabs = {c.name: enc.Vocab(*counters[c.name].result(), min_count=c.min_count or 1) for c in vocab_fields}
-    return vocabs, {k: f.finish() for k, f in fits.items()}
+    return vocabs, {k: f.finish() for k, f in fits.items()}, hashed
+
+
+def _hashed_ids(spec: CategoricalSpec, block: _Block) -> np.ndarray:
+    """The hashed ids of a block's non-empty values (a multi-valued field: all its ids)."""
+    if spec.multi_valued:
+        keys = block.multi[spec.name][1]
+        return _ids(spec, keys, np.zeros(keys.size, dtype=bool), {})
+    keys, empty = block.single[spec.name]
+    return _ids(spec, keys[~empty], empty[~empty], {})
 
 
 def _split_writer(folder: Path, schema: pa.Schema, rows_per_file: int) -> PartWriter:
@@ -503,9 +517,9 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
         _time_cutoffs(files, schema, split, cfg.strict)
     vocabs: Dict[str, enc.Vocab] = {}
     fits: Dict[str, NumericFit] = {}
-    if any(c.encoding == "vocab" for c in schema.categorical) or \
-            any(n.transform in numeric_transforms.FITTED for n in schema.numeric):
-        vocabs, fits = _train_counts(files, schema, split, cfg.strict)
+    train_ids: Dict[str, TrainIds] = {}
+    if schema.categorical or any(n.transform in numeric_transforms.FITTED for n in schema.numeric):
+        vocabs, fits, train_ids = _train_counts(files, schema, split, cfg.strict)
 
     out = Path(cfg.out_dir)
     for s in SPLITS:
@@ -519,6 +533,7 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
     bad = BadRows(cfg.strict, out / f".tmp-{BAD_ROWS_FILE}")
     stats = _Stats()
     oov = OovCounter()
+    unseen_hashed = OovCounter()
     clip_counter = ClipCounter()
     vocab_fields = [c for c in schema.single() + schema.multi() if c.encoding == "vocab"]
     for block, which in _each_block(files, schema, split, bad):
@@ -531,6 +546,11 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
                 continue
             sub = table.filter(pa.array(sel))
             writers[name].add(sub)
+            part = block.select(sel)
+            for c in schema.categorical:
+                if c.name in train_ids and name != "train":
+                    ids = _hashed_ids(c, part)
+                    unseen_hashed.add(name, c.name, int((~train_ids[c.name].seen(ids)).sum()), ids.size)
             for n, (below, above) in clipped.items():
                 clip_counter.add(name, n, below[sel], above[sel], block.numeric[n][1][sel])
             for c in vocab_fields:
@@ -538,8 +558,7 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
                 ids = (col.flatten() if c.multi_valued else col).to_numpy(zero_copy_only=False)
                 oov.add(name, c.name, int((ids == OOV_ID).sum()), ids.size)
             if name == "train":
-                _update_stats(stats, schema, {n: sub.column(n).combine_chunks() for n in sub.column_names},
-                              block.select(sel))
+                _update_stats(stats, schema, {n: sub.column(n).combine_chunks() for n in sub.column_names}, part)
     bad.close()
     splits = {s: _split_info(w.close()) for s, w in writers.items()}
     written = sum(s.rows for s in splits.values())
@@ -583,6 +602,7 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
                             for n in schema.dense()},
                 "numeric_clipped": clip_counter.as_dict(list(SPLITS), [n.name for n in schema.dense()]),
                 "oov": oov.as_dict(list(SPLITS), [c.name for c in vocab_fields]),
+                "oov_hashed": unseen_hashed.as_dict(list(SPLITS), list(train_ids)),
                 "cross_pairs": [f"{a},{b}" for a, b in schema.cross_pairs]},
         dense_transform=transforms[0] if len(transforms) == 1 else ("mixed" if transforms else "none"),
         dense_stats=dense_stats,
