@@ -128,6 +128,41 @@ def test_connection_gradient_passes_through_the_ste():
     assert alpha.grad[1] != 0  # a cut edge still learns (it may reconnect)
 
 
+
+def test_prod_of_a_cut_edge_is_the_identity_in_selection_soft_and_hard(tmp_path):
+    """The chosen PROD convention (docs/arches.md, "PROD and a disconnected input"): a cut input is the factor 1
+    (the paper's Table 1 and the authors' Hard retrain), not the factor 0 that the literal eq. 6 o({c_i e_i}) gives
+    (the authors' selection / Soft code, torch.prod over c_i e_i). Defects caught: a 0 factor in the selection
+    (every component with one cut candidate would see 0 from PROD, a function no retrain runs), a selection that
+    disagrees with its Hard retrain on an all-PROD design, and the alpha gradient under PROD not
+    (x_i - 1) prod_{k != i} (c_k x_k + 1 - c_k) (a cut edge learns too, as under ADD)."""
+    torch.manual_seed(3)
+    x = torch.randn(2, 3, 5, dtype=torch.float64)
+    alpha = torch.tensor([0.4, -0.3, 0.2], dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 5, dtype=torch.float64)
+    out = ProdFusion()(x, unit_step_ste(alpha))
+    assert torch.equal(out, x[:, 0] * x[:, 2]) and out.abs().min() > 0  # not prod_i c_i x_i = 0
+    out.backward(g)
+    f = [x[:, 0], torch.ones_like(x[:, 1]), x[:, 2]]  # the factors: x_i if connected, else 1
+    want = torch.stack([(g * (x[:, i] - 1) * f[(i + 1) % 3] * f[(i + 2) % 3]).sum() for i in range(3)])
+    assert torch.allclose(alpha.grad, want)
+
+    inputs = _inputs(2, 3, 4)
+    search = OptFusionArch(inputs, num_components=2).double()
+    cut = {("E", "C1"), ("S0", "D2"), ("E", "O"), ("C2", "O")}  # every PROD component keeps >= 1 input
+    _set_design(search, set(search.space.edges) - cut, {c: "PROD" for c in search.space.op_components})
+    path = tmp_path / "architecture.json"
+    path.write_text(json.dumps(search.export_architecture()))
+    torch.set_default_dtype(torch.float64)
+    try:
+        hard = OptFusionArch(inputs, architecture=str(path), mode="hard", allow_immature=True)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert all(hard.fusion[c].ops == ("PROD",) for c in hard.fusion)
+    _copy_into_retrain(search, hard)
+    dense, emb = _batch(inputs)
+    assert torch.allclose(hard(dense, emb), search(dense, emb), rtol=1e-10, atol=1e-12)
+
 # ---- cross components against TorchRec's cross nets and xDeepFM's CIN ----
 def test_cross_components_match_torchrec_and_cin_formula():
     torch.manual_seed(3)
