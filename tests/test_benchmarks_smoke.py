@@ -82,6 +82,16 @@ def test_cin_small_checks_equal_values_and_prints_its_ratio():
     assert last.startswith("ratio einsum / chunked CIN step time") and float(last.rsplit(":", 1)[1]) > 0
 
 
+def test_dwp_kernel_small_prints_its_ratio():
+    """Catches bench_dwp_kernel.py breaking (the preset's arch_args, the layer swap, the ratio line)."""
+    p = subprocess.run([sys.executable, str(BENCH / "bench_dwp_kernel.py"), "--batch", "32", "--rounds", "1",
+                        "--steps", "1"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    last = p.stdout.strip().splitlines()[-1]
+    assert last.startswith("ratio autograd / fused CPU seconds per step")
+    assert float(last.split("median ")[1].split()[0]) > 0
+
+
 def test_table_optimizers_small_prints_a_ratio_per_optimizer():
     """bench_table_optimizers --small (1M vs 100k rows, one round) runs each optimizer and prints its ratio; the
     dense alternative's cost follows the table size (ratio well above 1 even at 1M rows)."""

@@ -39,19 +39,12 @@ from typing import List, Optional
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from recsys_dist.models.arch import ArchInputs
+from recsys_dist.models.dwp_kernel import dwp_layer, pairwise_abs_cosine
 from recsys_dist.models.pin import PINArch, PINLayer
 
 MODES = ("da", "dgp", "dwp")
-
-
-def pairwise_abs_cosine(vectors: torch.Tensor) -> torch.Tensor:
-    """sum_{p>q} |cos(a_p, a_q)| over the K vectors a_p of `vectors` [..., K, R] -> [...] (eq. 11-12 terms)."""
-    unit = F.normalize(vectors, dim=-1, eps=1e-12)
-    cos = torch.matmul(unit, unit.transpose(-1, -2))
-    return torch.triu(cos.abs(), diagonal=1).sum(dim=(-1, -2))
 
 
 class Generator(nn.Module):
@@ -152,7 +145,8 @@ class DynamicWeightedLayer(PINLayer):
 
     G^(i) = sum_p (u_p v_p^T + 1/K) with the K pairs (u_p, v_p) in R^R from DNN(sg(X_0)), so
     (G^(i) o W) X_0 = W X_0 + sum_p diag(u_p) W diag(v_p) X_0 = W X_0 + sum_p u_p o (W (v_p o X_0)):
-    the largest tensor is [B, K, R, C] (B*K*F*D numbers), never [B, R, R].
+    never a [B, R, R] tensor; the K + 1 products go through one GEMM per chunk of instances
+    (recsys_dist.models.dwp_kernel, with the penalty below).
     `last_penalty` [B] is eq. 12's per-instance layer term sum_{p>q} |cos(u_p, u_q)| + |cos(v_p, v_q)|.
 
     Args:
@@ -180,12 +174,11 @@ class DynamicWeightedLayer(PINLayer):
 
     def forward(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         B, R, _ = x0.shape
-        u, v = self.pairs(x0).view(B, 2, self.rank, R).unbind(1)  # [B, K, R] each
-        self.last_generated = (u, v)
-        self.last_penalty = pairwise_abs_cosine(u) + pairwise_abs_cosine(v)
-        wvx = torch.matmul(self.weight, v.unsqueeze(-1) * x0.unsqueeze(1))  # W (v_p o X_0): [B, K, R, C]
-        dynamic = (u.unsqueeze(-1) * wvx).sum(dim=1)  # sum_p u_p o (...): [B, R, C]
-        return x * (torch.matmul(self.weight, x0) + dynamic) + x
+        pairs = self.pairs(x0).view(B, 2, self.rank, R)  # u_p = pairs[:, 0, p], v_p = pairs[:, 1, p]
+        self.last_generated = pairs.unbind(1)
+        # W X_0 + sum_p u_p o (W (v_p o X_0)) and eq. 12's per-instance term, fused (recsys_dist/models/dwp_kernel.py)
+        weighted, self.last_penalty = dwp_layer(pairs, x0, self.weight)
+        return x * weighted + x
 
 
 class DynIntArch(PINArch):
