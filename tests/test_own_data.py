@@ -324,7 +324,7 @@ def test_text_label_rule_csv_and_parquet_and_the_hint(tmp_path, capsys):
         assert n == 10 and sum(x.positives for x in md.splits.values()) == (4 if op == "==" else 6)
     assert labels("csv") == labels("pq")
     assert md.bad_rows["by_reason"] == {"label": 1}
-    assert "adult.csv:12: income=None: expected a value for the label rule income != '>50K'" in capsys.readouterr().err
+    assert "adult.csv:12: income is empty: expected a value for the label rule income != '>50K'" in capsys.readouterr().err
     s = schema_file(tmp_path, SCHEMA.replace('label: "rating >= 4"', "label: income"))
     with pytest.raises(SchemaError, match=r"label='income' is not a binary column: .* a text one e\.g\. label: "
                                           r"\"income == '>50K'\""):

@@ -7,6 +7,7 @@ Shared by the Criteo ingest (criteo_prepare) and the schema-driven one (tabular_
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import zlib
@@ -111,8 +112,12 @@ def expand_inputs(inputs: List[str], in_folder: Callable[[Path], bool], empty: s
 
 
 def open_raw(path: str) -> Any:
-    """A binary stream of the file's bytes, decompressed for `.gz` (see GzipReader for a cut stream)."""
-    return io.BufferedReader(GzipReader(path), 1 << 20) if path.endswith(".gz") else open(path, "rb")
+    """A binary stream of the file's bytes, decompressed for `.gz` (see GzipReader for a cut stream), after a
+    UTF-8 byte-order mark if the file starts with one (Excel's "CSV UTF-8"): it is no part of the first field."""
+    stream = io.BufferedReader(GzipReader(path), 1 << 20) if path.endswith(".gz") else open(path, "rb")
+    if stream.peek(3)[:3] == codecs.BOM_UTF8:
+        stream.read(3)
+    return stream
 
 
 @dataclass

@@ -108,8 +108,12 @@ def _csv_header(path: str, schema: Schema) -> List[str]:
 
 
 def _check_columns(schema: Schema, path: str, names: List[str], types: Optional[Dict[str, pa.DataType]]) -> None:
-    """Every column the schema names exists in the file (and, for Parquet, has a usable type)."""
+    """Every column the schema names exists in the file, once (and, for Parquet, has a usable type)."""
     for col, key in schema.columns().items():
+        at = [i + 1 for i, n in enumerate(names) if n == col]
+        if len(at) > 1:
+            raise SchemaError(f"{schema.where(key)}: {key}={col!r}: {path} has {len(at)} columns of that name "
+                              f"(columns {', '.join(map(str, at))}); expected one: rename the others")
         if col not in names:
             shown = ", ".join(names[:30]) + (", ..." if len(names) > 30 else "")
             raise SchemaError(f"{schema.where(key)}: {key}={col!r} is not a column of {path} (columns: {shown})")
@@ -156,7 +160,7 @@ def _blocks(path: str, schema: Schema, bad: BadRows) -> Iterator[Tuple[pa.Table,
     if _kind(path) == "parquet":
         pf = pq.ParquetFile(path)
         arrow = pf.schema_arrow
-        _check_columns(schema, path, arrow.names, {n: arrow.field(n).type for n in arrow.names})
+        _check_columns(schema, path, arrow.names, dict(zip(arrow.names, arrow.types)))
         row = 0
         for b in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=cols):
             yield pa.Table.from_batches([b]), np.arange(row + 1, row + b.num_rows + 1), None
@@ -222,7 +226,7 @@ def _parse(schema: Schema, table: pa.Table, lines: np.ndarray, path: str, bad: B
         v, e, b = parse_numbers(raw)
         ok = ~e & ~b & ((v == 0) | (v == 1))
         label = (v == 1) & ok
-        checks.append(("label", ~ok, lab.column, raw, "label must be 0 or 1"))
+        checks.append(("label", ~ok, lab.column, raw, "0 or 1"))
     else:
         v, e, b = parse_numbers(raw)
         ok = ~e & ~b
@@ -266,7 +270,8 @@ def _parse(schema: Schema, table: pa.Table, lines: np.ndarray, path: str, bad: B
         if isinstance(value, str) and len(value) > 40:
             value = value[:40] + "..."
         excerpt = raw_rows.raw(j) if raw_rows is not None else (b"", 0)
-        bad.add(path, int(lines[j]), kind, f"{col}={value!r}: expected {expected}", col, *excerpt)
+        what = f"{col} is empty" if value is None else f"{col}={value!r}"  # an empty CSV cell, a Parquet null
+        bad.add(path, int(lines[j]), kind, f"{what}: expected {expected}", col, *excerpt)
     any_bad = first >= 0
     return _Block(~any_bad, label.astype(np.int8), numeric, single, multi, time, split)
 
@@ -509,7 +514,7 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
     for path in files:  # schema errors before any pass: every file has the columns
         if _kind(path) == "parquet":
             arrow = pq.read_schema(path)
-            _check_columns(schema, path, arrow.names, {n: arrow.field(n).type for n in arrow.names})
+            _check_columns(schema, path, arrow.names, dict(zip(arrow.names, arrow.types)))
         else:
             _check_columns(schema, path, _csv_header(path, schema), None)
 

@@ -1,0 +1,120 @@
+"""Files as exported by other tools, through `recsys-dist prepare` (the CLI's own entry point): a UTF-8 byte-order
+mark (Excel's "CSV UTF-8"), duplicate column names (pandas / spreadsheet exports). Each either prepares as the
+clean file does, or stops with one line naming the file and the column."""
+
+import codecs
+import json
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from recsys_dist.cli import main
+
+HEADER = "ts,user,item,price,clicked"
+ROWS = [f"2024-01-{d:02d}T00:00:00,u{d % 3},i{d % 5},{d * 1.5},{d % 2}" for d in range(1, 29)]
+SCHEMA = """label: clicked
+timestamp: ts
+split: {val: 0.1, test: 0.1}
+categorical:
+  - {column: user}
+  - {column: item}
+numeric:
+  - {column: price, transform: log}
+"""
+
+
+def _prepare(tmp_path, data, out, capsys):
+    (tmp_path / "schema.yaml").write_text(SCHEMA)
+    code = main(["prepare", "--schema", str(tmp_path / "schema.yaml"), "--input", str(data), "--out", str(out)])
+    return code, capsys.readouterr().err
+
+
+def _tables(out):
+    return {s: pq.read_table(out / s).to_pydict() for s in ("train", "val", "test")}
+
+
+def test_csv_with_a_byte_order_mark_prepares_like_without(tmp_path, capsys):
+    """Catches the BOM read as part of the first column's name: the schema's `timestamp: ts` was 'not a column'
+    (the error listed a column that printed as `"ts"`), or in a headerless file glued to the first value."""
+    text = "\n".join([HEADER] + ROWS) + "\n"
+    (tmp_path / "plain.csv").write_text(text)
+    (tmp_path / "bom.csv").write_bytes(codecs.BOM_UTF8 + text.encode())
+    assert _prepare(tmp_path, tmp_path / "plain.csv", tmp_path / "a", capsys)[0] == 0
+    code, err = _prepare(tmp_path, tmp_path / "bom.csv", tmp_path / "b", capsys)
+    assert code == 0, err
+    assert _tables(tmp_path / "b") == _tables(tmp_path / "a")
+    assert json.loads((tmp_path / "b" / "metadata.json").read_text())["bad_rows"]["count"] == 0
+
+
+def test_criteo_tsv_with_a_byte_order_mark_keeps_its_first_row(tmp_path, capsys):
+    """Guards the Criteo path against the same BOM: line 1's label '\\ufeff0' would be a bad row of a clean file
+    (Arrow's CSV reader skips a BOM in its first block, and open_raw now skips it before any reader sees it)."""
+    line = "\t".join(["0"] + [str(i) for i in range(13)] + ["68fd1e64"] * 26)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "train.txt").write_bytes(codecs.BOM_UTF8 + ("\n".join([line] * 40) + "\n").encode())
+    code = main(["prepare", "--input", str(raw / "train.txt"), "--out", str(tmp_path / "p"),
+                 "prepare.split=ratio"])
+    assert code == 0, capsys.readouterr().err
+    md = json.loads((tmp_path / "p" / "metadata.json").read_text())
+    assert md["bad_rows"]["count"] == 0, md["bad_rows"]
+    assert sum(s["rows"] for s in md["splits"].values()) == 40
+
+
+def test_csv_with_a_duplicated_column_name_the_schema_uses_is_refused(tmp_path, capsys):
+    """Catches a CSV whose header names `user` twice being read silently from one of the two columns."""
+    (tmp_path / "dup.csv").write_text("\n".join(["ts,user,user,price,clicked"] + ROWS) + "\n")
+    code, err = _prepare(tmp_path, tmp_path / "dup.csv", tmp_path / "o", capsys)
+    assert code != 0
+    assert "schema.yaml:5: categorical[0].column='user': " in err and "dup.csv has 2 columns of that name " \
+        "(columns 2, 3); expected one" in err, err
+    assert not (tmp_path / "o" / "metadata.json").exists()
+
+
+def test_parquet_with_duplicated_column_names_is_a_schema_error_not_a_traceback(tmp_path, capsys):
+    """Catches pyarrow's KeyError ('Column user does not exist in schema') escaping as a traceback for a Parquet
+    file with two columns of one name, and the same file preparing once the schema does not use that name."""
+    t = pacsv.read_csv(pa.py_buffer(("\n".join([HEADER] + ROWS) + "\n").encode()))
+    dup = pa.table(list(t.columns) + [t["user"]], names=t.column_names + ["user"])
+    pq.write_table(dup, tmp_path / "dup.parquet")
+    code, err = _prepare(tmp_path, tmp_path / "dup.parquet", tmp_path / "o", capsys)
+    assert code != 0 and "Traceback" not in err
+    assert "categorical[0].column='user': " in err and "dup.parquet has 2 columns of that name (columns 2, 6)" in err
+    renamed = pa.table(list(t.columns) + [t["user"]], names=t.column_names[:1] + ["x"] + t.column_names[2:] + ["x"])
+    pq.write_table(renamed.append_column("user", t["user"]), tmp_path / "unused_dup.parquet")
+    code, err = _prepare(tmp_path, tmp_path / "unused_dup.parquet", tmp_path / "p", capsys)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_byte_order_mark_only_at_the_start_is_skipped(tmp_path, capsys, gz):
+    """A BOM inside the file is data (a bad value of its field, reported), only the file's first bytes are
+    skipped; also through a .gz."""
+    import gzip
+
+    text = ("\n".join([HEADER] + ROWS[:5] + ["\ufeff" + ROWS[5]] + ROWS[6:]) + "\n").encode()
+    name = "mid.csv.gz" if gz else "mid.csv"
+    (tmp_path / name).write_bytes(gzip.compress(codecs.BOM_UTF8 + text) if gz else codecs.BOM_UTF8 + text)
+    code, err = _prepare(tmp_path, tmp_path / name, tmp_path / "o", capsys)
+    assert code == 0, err
+    assert f"{name}:7: ts=" in err  # line 7: the 6th data row, its timestamp '\ufeff2024-...' unparsable
+    md = json.loads((tmp_path / "o" / "metadata.json").read_text())
+    assert md["bad_rows"]["count"] == 1
+
+
+def test_labels_other_than_0_1_are_bad_rows_named_by_value(tmp_path, capsys):
+    """Catches the reasons a user saw for bad labels: `clicked=None: expected label must be 0 or 1` for an empty
+    cell (None is no value of the file) and the doubled wording for the others."""
+    rows = list(ROWS)
+    for i, label in ((3, "2"), (4, "-1"), (5, "yes"), (6, "")):
+        rows[i] = rows[i].rsplit(",", 1)[0] + "," + label
+    (tmp_path / "labels.csv").write_text("\n".join([HEADER] + rows) + "\n")
+    code, err = _prepare(tmp_path, tmp_path / "labels.csv", tmp_path / "o", capsys)
+    assert code == 0, err
+    for line, shown in ((5, "clicked='2'"), (6, "clicked='-1'"), (7, "clicked='yes'"), (8, "clicked is empty")):
+        assert f"labels.csv:{line}: {shown}: expected 0 or 1\n" in err, err
+    md = json.loads((tmp_path / "o" / "metadata.json").read_text())
+    assert md["bad_rows"]["by_reason"] == {"label": 4}
+    assert sum(s["rows"] for s in md["splits"].values()) == len(ROWS) - 4
