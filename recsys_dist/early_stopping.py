@@ -65,6 +65,7 @@ class ModelSelection:
         self.stopped = False
         self.last_val_step: Optional[int] = None
         self.best_path: Optional[str] = None  # where the best was saved: another run's folder after a resume from it
+        self.last_metrics: Optional[Dict[str, float]] = None  # result.json's `val` when no validation follows a resume
         if state is not None:
             self.__dict__.update({k: state[k] for k in self.state() if k in state})
         elif is_main and self.path.exists():  # a fresh run must not test a stale best of an earlier one
@@ -72,7 +73,8 @@ class ModelSelection:
 
     def state(self) -> Dict[str, Any]:
         return {"best": self.best, "best_step": self.best_step, "best_epochs": self.best_epochs, "bad": self.bad,
-                "stopped": self.stopped, "last_val_step": self.last_val_step, "best_path": self.best_path}
+                "stopped": self.stopped, "last_val_step": self.last_val_step, "best_path": self.best_path,
+                "last_metrics": self.last_metrics}
 
     def _better(self, value: float) -> bool:
         if math.isnan(value):
@@ -92,6 +94,7 @@ class ModelSelection:
         else:
             self.bad += 1
         self.last_val_step = step
+        self.last_metrics = dict(metrics)
         self.stopped = bool(self.patience) and self.bad >= self.patience
         import torch.distributed as dist
 

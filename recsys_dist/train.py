@@ -31,6 +31,7 @@ from recsys_dist.early_stopping import ModelSelection
 from recsys_dist.job import (BuiltModel, build_sharded_model, fingerprint, load_checkpoint, make_reader,
                              save_checkpoint, write_run_files)
 from recsys_dist.metrics import PredictionBuffer
+from recsys_dist.metrics_log import drop_records_after
 from recsys_dist.model_size import model_size
 from recsys_dist.optim import build_optimizer
 from recsys_dist.table_precision import check_table_precision
@@ -176,6 +177,7 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
     if env.is_main:
         write_run_files(cfg, built, out)
     mlog = MetricsLog(out / "metrics.jsonl" if env.is_main else None, append=resume is not None)
+    redone = drop_records_after(mlog.path, step) if resume is not None and mlog.path else 0  # a dead run's steps
     tb = Scalars(out / "tensorboard" if env.is_main and cfg.train.tensorboard else None,
                  purge_step=step if resume is not None else None)
     if env.is_main:
@@ -186,7 +188,7 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
             log.info("resuming from %s: step %d (epoch %d, step %d in it)", resume, step, epoch0, in_epoch0)
     if resume is not None:
         mlog.write(event="resume", step=step, epoch=epoch0, step_in_epoch=in_epoch0, checkpoint=str(resume),
-                   world_size=env.world_size, optimizer_state=info["optimizer_state"])
+                   world_size=env.world_size, optimizer_state=info["optimizer_state"], dropped_records=redone)
     else:
         mlog.write(event="start", world_size=env.world_size, device=str(env.device), steps=total, threads=threads,
                    config=to_dict(cfg))
@@ -219,7 +221,7 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
 
     start_step, t_start = step, time.perf_counter()
     bar = tqdm(total=total, initial=step, desc="train", disable=not env.is_main, mininterval=2)
-    val_metrics: Dict[str, float] = {}
+    val_metrics: Dict[str, float] = dict(sel.last_metrics or {})  # a resume with no validation left keeps the last
     window_loss, window_n, t_window, data_s_window = 0.0, 0, time.perf_counter(), 0.0
     for epoch in range(epoch0, cfg.train.epochs):
         if step >= total or sel.stopped:
