@@ -118,3 +118,18 @@ def test_labels_other_than_0_1_are_bad_rows_named_by_value(tmp_path, capsys):
     md = json.loads((tmp_path / "o" / "metadata.json").read_text())
     assert md["bad_rows"]["by_reason"] == {"label": 4}
     assert sum(s["rows"] for s in md["splits"].values()) == len(ROWS) - 4
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_parquet"])
+def test_a_damaged_parquet_file_is_an_error_naming_it(tmp_path, capsys, damage):
+    """Catches pyarrow's ArrowInvalid ('Parquet magic bytes not found in footer') escaping as a traceback for a
+    Parquet file cut short by a copy, or a file that is not Parquet under a .parquet name."""
+    t = pacsv.read_csv(pa.py_buffer(("\n".join([HEADER] + ROWS) + "\n").encode()))
+    pq.write_table(t, tmp_path / "whole.parquet")
+    blob = (tmp_path / "whole.parquet").read_bytes()
+    (tmp_path / "bad.parquet").write_bytes(blob[: len(blob) // 2] if damage == "truncated" else b"ts,user\n")
+    code, err = _prepare(tmp_path, tmp_path / "bad.parquet", tmp_path / "o", capsys)
+    assert code == 1 and "Traceback" not in err, err
+    assert "bad.parquet: not a readable Parquet file (" in err, err
+    assert "damaged (truncated, corrupt), or not Parquet" in err, err
+    assert not (tmp_path / "o" / "metadata.json").exists()

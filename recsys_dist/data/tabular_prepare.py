@@ -46,7 +46,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -107,6 +107,16 @@ def _csv_header(path: str, schema: Schema) -> List[str]:
     return next(csv.reader([first], delimiter=schema.csv_delimiter))
 
 
+def _parquet(path: str, read: Callable[[str], Any], row: Optional[int] = None) -> Any:
+    """read(path), with pyarrow's error on a damaged file turned into one naming it (and the rows read before)."""
+    try:
+        return read(path)
+    except (pa.ArrowException, OSError) as e:
+        after = f" after row {row}" if row else ""
+        raise PrepareError(f"{path}: not a readable Parquet file{after} ({str(e)[:200]}); expected a complete "
+                           f"Parquet file: damaged (truncated, corrupt), or not Parquet?") from None
+
+
 def _check_columns(schema: Schema, path: str, names: List[str], types: Optional[Dict[str, pa.DataType]]) -> None:
     """Every column the schema names exists in the file, once (and, for Parquet, has a usable type)."""
     for col, key in schema.columns().items():
@@ -158,11 +168,12 @@ def _blocks(path: str, schema: Schema, bad: BadRows) -> Iterator[Tuple[pa.Table,
     [for bad-row excerpts; None for Parquet]) per block."""
     cols = list(schema.columns())
     if _kind(path) == "parquet":
-        pf = pq.ParquetFile(path)
+        pf = _parquet(path, pq.ParquetFile)
         arrow = pf.schema_arrow
         _check_columns(schema, path, arrow.names, dict(zip(arrow.names, arrow.types)))
         row = 0
-        for b in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=cols):
+        batches = pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=cols)
+        while (b := _parquet(path, lambda _: next(batches, None), row)) is not None:
             yield pa.Table.from_batches([b]), np.arange(row + 1, row + b.num_rows + 1), None
             row += b.num_rows
         return
@@ -513,7 +524,7 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
     val, test = split.val, split.test
     for path in files:  # schema errors before any pass: every file has the columns
         if _kind(path) == "parquet":
-            arrow = pq.read_schema(path)
+            arrow = _parquet(path, pq.read_schema)
             _check_columns(schema, path, arrow.names, dict(zip(arrow.names, arrow.types)))
         else:
             _check_columns(schema, path, _csv_header(path, schema), None)
