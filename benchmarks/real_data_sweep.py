@@ -74,6 +74,8 @@ SWEEP: Dict[str, List[str]] = {
     "sparse_lr=0.1": ["optim.sparse_lr=0.1"],
     "sparse_lr=0.001": ["optim.sparse_lr=0.001"],
     "weight_decay=1e-5": ["optim.weight_decay=1e-5"],
+    "cross_min_count=20": ["data.cross_min_count=20"],  # OptInter's paper: rarer crosses share one OOV id
+    "adam 3e-3 + cross_min_count=20": ["optim.dense=adam", "optim.dense_lr=0.003", "data.cross_min_count=20"],
 }
 
 
