@@ -14,6 +14,7 @@ from recsys_dist.models.arch import ArchInputs
 from recsys_dist.models.dlrm import DLRMArch
 from recsys_dist.models.dot_interaction import DotInteraction
 from recsys_dist.models.mlp import MLP
+from recsys_dist.models import onednn_linear
 from recsys_dist.models.onednn_linear import linear, onednn_available
 
 
@@ -51,8 +52,15 @@ def test_dot_interaction_with_no_sparse_fields_is_the_dense_vector():
     assert torch.equal(DotInteraction(0)(z0, torch.zeros(2, 0, 4)), z0)
 
 
+@pytest.fixture
+def any_size_on_onednn(monkeypatch):
+    """Small shapes run on MKL by choice (onednn_pays); these tests check the oneDNN path's numbers on them."""
+    monkeypatch.setattr(onednn_linear, "ONEDNN_MIN_OUT", 0)
+    monkeypatch.setattr(onednn_linear, "ONEDNN_MIN_ROWS", 0)
+
+
 @pytest.mark.parametrize("relu", [True, False])
-def test_linear_equals_f_linear_values_and_gradients(relu):
+def test_linear_equals_f_linear_values_and_gradients(relu, any_size_on_onednn):
     torch.manual_seed(0)
     x = torch.randn(33, 17, requires_grad=True)
     w = torch.randn(9, 17, requires_grad=True)
@@ -69,7 +77,20 @@ def test_linear_equals_f_linear_values_and_gradients(relu):
 
 
 @pytest.mark.skipif(not onednn_available(), reason="torch built without oneDNN")
-def test_onednn_path_is_taken_for_cpu_fp32_also_without_bias_and_on_a_transposed_input():
+@pytest.mark.parametrize("rows,features,on_onednn", [(128, (432, 512), False), (128, (256, 1), False),
+                                                      (512, (432, 512), True), (512, (13, 512), False),
+                                                      (2048, (13, 512), True), (2048, (256, 1), False)])
+def test_linear_picks_onednn_only_where_it_paid(rows, features, on_onednn):
+    """Catches the path choice drifting from what bench_linear_choice.py measured: MKL for every batch-128 layer
+    and for narrow layers (out < 64), oneDNN from 1024 rows or 2^25 multiply-adds on."""
+    x = torch.randn(rows, features[0], requires_grad=True)
+    w = torch.randn(features[1], features[0], requires_grad=True)
+    out = linear(x, w, None, relu=True)
+    assert (type(out.grad_fn).__name__ == "_OneDNNLinearBackward") == on_onednn
+
+
+@pytest.mark.skipif(not onednn_available(), reason="torch built without oneDNN")
+def test_onednn_path_is_taken_for_cpu_fp32_also_without_bias_and_on_a_transposed_input(any_size_on_onednn):
     torch.manual_seed(3)
     x = torch.randn(7, 12).t().requires_grad_()          # [12, 7], not contiguous
     w = torch.randn(5, 7, requires_grad=True)
