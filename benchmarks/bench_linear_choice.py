@@ -9,7 +9,7 @@ whole dense steps.
                     backward + the preset's dense optimizer, with the rule vs every layer on oneDNN (what
                     `linear` did before the rule), alternating, CPU clock.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_linear_choice.py [--rounds 5] [--skip-shapes]
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_linear_choice.py [--rounds 5] [--skip-shapes] [--small]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _cpu_window(fn, reps: int) -> float:
     return (time.process_time() - t) / reps
 
 
-def per_shape(rounds: int) -> None:
+def per_shape(rounds: int, row_counts=(128, 512, 1024, 2048), shapes=SHAPES) -> None:
     import torch
     import torch.nn.functional as F
 
@@ -60,9 +60,10 @@ def per_shape(rounds: int) -> None:
         return run
 
     agree = total = 0
-    for rows in (128, 512, 1024, 2048):
-        for i, o, relu in SHAPES:
+    for rows in row_counts:
+        for i, o, relu in shapes:
             reps = max(20, int(4e7 / (rows * max(i, o) * 2)))
+            reps = reps if len(shapes) == len(SHAPES) else 20  # --small
             one, mkl = layer(rows, i, o, relu, True), layer(rows, i, o, relu, False)
             _cpu_window(one, 5), _cpu_window(mkl, 5)
             t_one, t_mkl = [], []
@@ -81,7 +82,7 @@ def per_shape(rounds: int) -> None:
     print(f"rule picks the faster path for {agree} of {total} shapes")
 
 
-def dense_steps(rounds: int, steps: int) -> None:
+def dense_steps(rounds: int, steps: int, names=tuple(STEPS)) -> None:
     import torch
 
     from recsys_dist.config import load_config
@@ -91,7 +92,8 @@ def dense_steps(rounds: int, steps: int) -> None:
     from recsys_dist.optim import _torch_optimizer
 
     rule = L.onednn_pays
-    for name, (preset, num_dense, num_sparse) in STEPS.items():
+    for name in names:
+        preset, num_dense, num_sparse = STEPS[name]
         cfg = load_config(common.ROOT / "configs" / f"{preset}.yaml", [])
         B, D = cfg.data.batch_size, cfg.model.embedding_dim
         torch.manual_seed(0)
@@ -138,15 +140,18 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=10, help="dense steps per window (the best counts)")
     p.add_argument("--skip-shapes", action="store_true")
+    p.add_argument("--small", action="store_true", help="batch 128, two shapes, the DCN step, one round (smoke)")
     a = p.parse_args(argv)
+    if a.small:
+        a.rounds, a.steps = 1, 1
     import torch
 
     torch.set_num_threads(1)
     print(f"machine: {common.machine()}")
     print(f"settings: 1 thread, CPU-time clocks, {a.rounds} alternating rounds")
     if not a.skip_shapes:
-        per_shape(a.rounds)
-    dense_steps(a.rounds, a.steps)
+        per_shape(a.rounds, *(((128,), SHAPES[:2]) if a.small else ()))
+    dense_steps(a.rounds, a.steps, ("dcn",) if a.small else tuple(STEPS))
 
 
 if __name__ == "__main__":

@@ -92,6 +92,16 @@ def test_dwp_kernel_small_prints_its_ratio():
     assert float(last.split("median ")[1].split()[0]) > 0
 
 
+def test_linear_choice_small_prints_the_choice_and_a_step_ratio():
+    """Catches bench_linear_choice.py breaking (the per-shape lines, the rule's tally, the DCN step ratio)."""
+    p = subprocess.run([sys.executable, str(BENCH / "bench_linear_choice.py"), "--small"], capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "rule picks the faster path for" in p.stdout and "rule picks MKL" in p.stdout
+    last = p.stdout.strip().splitlines()[-1]
+    assert last.startswith("dcn (batch 128): rule") and float(last.split("ratio oneDNN / rule ")[1].split()[0]) > 0
+
+
 def test_table_optimizers_small_prints_a_ratio_per_optimizer():
     """bench_table_optimizers --small (1M vs 100k rows, one round) runs each optimizer and prints its ratio; the
     dense alternative's cost follows the table size (ratio well above 1 even at 1M rows)."""
