@@ -82,8 +82,9 @@ def test_own_data_hashed_fields_report_ids_unseen_in_train(tmp_path, capsys):
 
 
 def test_train_ids_merge_blocks_exactly():
-    """Defect caught: ids of blocks added after a merge (or still pending before one) lost, so values train had
-    are reported unseen; the merge triggers every 65 536 new distinct ids."""
+    """Defects caught: ids of blocks added after a merge (or still pending before one) lost, so values train had
+    are reported unseen; counts attached to the wrong ids (or repeats lost) in a merge, so a val split's unseen
+    count is off; the merge triggers every 65 536 new distinct ids."""
     import numpy as np
 
     from recsys_dist.data.oov_report import TrainIds
@@ -95,3 +96,10 @@ def test_train_ids_merge_blocks_exactly():
         ids.add(block)
     probe = np.concatenate([train[::7], rng.integers(1 << 41, 1 << 42, 1000)])
     assert ids.seen(probe).tolist() == [True] * train[::7].size + [False] * 1000
+    # a val split counted the same way: values (with repeats, over several merges) whose id train never had
+    val_values = np.concatenate([rng.choice(train, 150_000), rng.integers(1 << 41, 1 << 42, 90_000)])
+    val_values = np.concatenate([val_values, val_values[:5000]])  # repeats across blocks
+    val = TrainIds()
+    for block in np.array_split(val_values, 23):
+        val.add(block)
+    assert val.unseen_in(ids) == (int((~np.isin(val_values, train)).sum()), val_values.size)

@@ -8,7 +8,8 @@ A val / test share far above train's says the split holds values the model never
 the printed warning names the fields above WARN_SHARE.
 
 Hashed fields (own data, `hash_cap`) have no vocabulary; for them the schema prepare counts, per val / test split,
-the values whose hashed id no train value had (TrainIds: the train split's distinct ids, then a lookup), i.e.
+the values whose hashed id no train value had (TrainIds: each split's distinct ids with counts, compared at the
+end of the writing pass), i.e.
 rows that meet a never-trained embedding row, in metadata.source.oov_hashed with the same layout ("oov" = unseen).
 A value unseen in train that collides with a train value's id counts as seen: the share is a lower bound of the
 unseen values' share, and the number that matters to the model (its row was trained).
@@ -55,25 +56,38 @@ class OovCounter:
 
 
 class TrainIds:
-    """The distinct ids of a hashed field in the train split (sorted int64; memory ~8 bytes per distinct id)."""
+    """The distinct ids of a hashed field in a split, with their counts (sorted int64; memory ~16 bytes per
+    distinct id). Filled during the writing pass: the train split's ids are known only at its end, so val / test
+    are counted the same way and compared then (no extra pass over the input)."""
 
     def __init__(self) -> None:
         self._ids = np.zeros(0, dtype=np.int64)
+        self._counts = np.zeros(0, dtype=np.int64)
         self._parts: List[np.ndarray] = []
+        self._part_counts: List[np.ndarray] = []
         self._pending = 0
 
     def add(self, ids: np.ndarray) -> None:
         if ids.size:
-            u = np.unique(ids.astype(np.int64, copy=False))
+            u, c = np.unique(ids.astype(np.int64, copy=False), return_counts=True)
             self._parts.append(u)
+            self._part_counts.append(c)
             self._pending += u.size
             if self._pending > max(1 << 16, self._ids.size):
                 self._merge()
 
     def _merge(self) -> None:
         if self._parts:
-            self._ids = np.unique(np.concatenate([self._ids, *self._parts]))
-            self._parts, self._pending = [], 0
+            u, inv = np.unique(np.concatenate([self._ids, *self._parts]), return_inverse=True)
+            self._counts = np.bincount(inv, weights=np.concatenate([self._counts, *self._part_counts]),
+                                       minlength=u.size).astype(np.int64)
+            self._ids = u
+            self._parts, self._part_counts, self._pending = [], [], 0
+
+    def unseen_in(self, train: "TrainIds") -> "tuple[int, int]":
+        """(values of this split whose id `train` never had, values of this split)."""
+        self._merge()
+        return int(self._counts[~train.seen(self._ids)].sum()), int(self._counts.sum())
 
     def seen(self, ids: np.ndarray) -> np.ndarray:
         """Per id: does the train split have it?"""

@@ -343,13 +343,11 @@ def _time_cutoffs(files: List[str], schema: Schema, split: _Split, strict: bool)
 
 
 def _train_counts(files: List[str], schema: Schema, split: _Split,
-                  strict: bool) -> Tuple[Dict[str, enc.Vocab], Dict[str, NumericFit], Dict[str, TrainIds]]:
-    """One pass over the train rows: vocabulary counts, the numeric fields' statistics and the hashed fields'
-    distinct ids (train only)."""
+                  strict: bool) -> Tuple[Dict[str, enc.Vocab], Dict[str, NumericFit]]:
+    """One pass over the train rows: vocabulary counts and the numeric fields' statistics (train only)."""
     vocab_fields = [c for c in schema.categorical if c.encoding == "vocab"]
     counters = {c.name: enc.VocabCounter() for c in vocab_fields}
     fits = {n.name: NumericFit() for n in schema.dense()}
-    hashed = {c.name: TrainIds() for c in schema.categorical if c.encoding == "hash"}
     for block, which in _each_block(files, schema, split, BadRows(strict)):
         train = block.select(which == 0)
         for c in vocab_fields:
@@ -361,11 +359,8 @@ def _train_counts(files: List[str], schema: Schema, split: _Split,
         for name, fit in fits.items():
             v, e = train.numeric[name]
             fit.add(v[~e])
-        for c in schema.categorical:
-            if c.name in hashed:
-                hashed[c.name].add(_hashed_ids(c, train))
     vocabs = {c.name: enc.Vocab(*counters[c.name].result(), min_count=c.min_count or 1) for c in vocab_fields}
-    return vocabs, {k: f.finish() for k, f in fits.items()}, hashed
+    return vocabs, {k: f.finish() for k, f in fits.items()}
 
 
 def _hashed_ids(spec: CategoricalSpec, block: _Block) -> np.ndarray:
@@ -375,6 +370,15 @@ def _hashed_ids(spec: CategoricalSpec, block: _Block) -> np.ndarray:
         return _ids(spec, keys, np.zeros(keys.size, dtype=bool), {})
     keys, empty = block.single[spec.name]
     return _ids(spec, keys[~empty], empty[~empty], {})
+
+
+def _unseen_hashed(ids: Dict[str, Dict[str, TrainIds]], fields: List[str]) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """metadata.source.oov_hashed: per val / test split and hashed field, the values whose id train never had."""
+    counter = OovCounter()
+    for split in ("val", "test"):
+        for f in fields:
+            counter.add(split, f, *ids[split][f].unseen_in(ids["train"][f]))
+    return counter.as_dict(["val", "test"], fields)
 
 
 def _split_writer(folder: Path, schema: pa.Schema, rows_per_file: int) -> PartWriter:
@@ -533,9 +537,9 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
         _time_cutoffs(files, schema, split, cfg.strict)
     vocabs: Dict[str, enc.Vocab] = {}
     fits: Dict[str, NumericFit] = {}
-    train_ids: Dict[str, TrainIds] = {}
-    if schema.categorical or any(n.transform in numeric_transforms.FITTED for n in schema.numeric):
-        vocabs, fits, train_ids = _train_counts(files, schema, split, cfg.strict)
+    if any(c.encoding == "vocab" for c in schema.categorical) or \
+            any(n.transform in numeric_transforms.FITTED for n in schema.numeric):
+        vocabs, fits = _train_counts(files, schema, split, cfg.strict)
 
     out = Path(cfg.out_dir)
     for s in SPLITS:
@@ -549,7 +553,8 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
     bad = BadRows(cfg.strict, out / f".tmp-{BAD_ROWS_FILE}")
     stats = _Stats()
     oov = OovCounter()
-    unseen_hashed = OovCounter()
+    hashed_fields = [c for c in schema.categorical if c.encoding == "hash"]
+    hashed_ids = {s: {c.name: TrainIds() for c in hashed_fields} for s in SPLITS}  # ids per split, with counts
     clip_counter = ClipCounter()
     vocab_fields = [c for c in schema.single() + schema.multi() if c.encoding == "vocab"]
     for block, which in _each_block(files, schema, split, bad):
@@ -563,10 +568,8 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
             sub = table.filter(pa.array(sel))
             writers[name].add(sub)
             part = block.select(sel)
-            for c in schema.categorical:
-                if c.name in train_ids and name != "train":
-                    ids = _hashed_ids(c, part)
-                    unseen_hashed.add(name, c.name, int((~train_ids[c.name].seen(ids)).sum()), ids.size)
+            for c in hashed_fields:
+                hashed_ids[name][c.name].add(_hashed_ids(c, part))
             for n, (below, above) in clipped.items():
                 clip_counter.add(name, n, below[sel], above[sel], block.numeric[n][1][sel])
             for c in vocab_fields:
@@ -618,7 +621,7 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
                             for n in schema.dense()},
                 "numeric_clipped": clip_counter.as_dict(list(SPLITS), [n.name for n in schema.dense()]),
                 "oov": oov.as_dict(list(SPLITS), [c.name for c in vocab_fields]),
-                "oov_hashed": unseen_hashed.as_dict(list(SPLITS), list(train_ids)),
+                "oov_hashed": _unseen_hashed(hashed_ids, [c.name for c in hashed_fields]),
                 "cross_pairs": [f"{a},{b}" for a, b in schema.cross_pairs]},
         dense_transform=transforms[0] if len(transforms) == 1 else ("mixed" if transforms else "none"),
         dense_stats=dense_stats,
