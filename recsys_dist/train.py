@@ -223,6 +223,9 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
     bar = tqdm(total=total, initial=step, desc="train", disable=not env.is_main, mininterval=2)
     val_metrics: Dict[str, float] = dict(sel.last_metrics or {})  # a resume with no validation left keeps the last
     window_loss, window_n, t_window, data_s_window = 0.0, 0, time.perf_counter(), 0.0
+    if resume is not None and has_val and not cfg.train.val_every_steps and step and in_epoch0 == 0 \
+            and sel.last_val_step != step and not sel.stopped:  # killed while validating the epoch it had finished
+        val_metrics = validate(f"epoch {epoch0 - 1}", epoch0 - 1, steps_per_epoch)
     for epoch in range(epoch0, cfg.train.epochs):
         if step >= total or sel.stopped:
             break

@@ -119,3 +119,35 @@ def test_killed_during_the_final_test_resumes_to_the_same_result(tmp_path):
         assert got.get(key) == want.get(key), (key, got.get(key), want.get(key))
     assert {k: v for k, v in got["best"].items() if k != "checkpoint"} == \
         {k: v for k, v in want["best"].items() if k != "checkpoint"}
+
+
+def test_killed_during_an_epoch_end_validation_validates_that_epoch_on_resume(tmp_path):
+    """Catches the skipped validation: with per-epoch validation and a periodic checkpoint on the epoch's last step,
+    a run killed while it validated that epoch resumed at the next epoch and never validated the one it had
+    finished: one val record fewer, and the best checkpoint / early-stopping count could differ from an
+    uninterrupted run's."""
+    root, out = tmp_path / "data", tmp_path / "run"
+    write_dataset(root, {"train": 512, "val": 64, "test": 100}, vocab=(50, 60, 70))
+    overrides = [o for o in _overrides(root, out) if not o.startswith(("train.epochs=", "train.val_every_steps="))]
+    overrides += ["train.epochs=3", "train.val_every_steps=0", "train.early_stopping.patience=2"]
+    cmd = [sys.executable, "-m", "recsys_dist.cli", "train", "--config", str(REPO / "configs/dlrm_synthetic.yaml")]
+    done = subprocess.run(cmd + overrides, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    want = json.loads((out / "result.json").read_text())
+    assert _steps(_records(out), "val") == [16, 32, 48]
+    # what a kill during epoch 0's validation leaves: checkpoints/step_16 (written just before it), nothing after
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    shutil.copytree(out / "checkpoints" / "step_00000016", killed / "checkpoints" / "step_00000016")
+    shutil.copy(out / "plan.json", killed / "plan.json")
+    kept = [json.dumps(r) for r in _records(out) if r["event"] == "start" or
+            (r["event"] in ("train", "checkpoint") and r["step"] <= 16)]
+    (killed / "metrics.jsonl").write_text("".join(x + "\n" for x in kept))
+    again = subprocess.run(cmd + [o.replace(str(out), str(killed)) for o in overrides], cwd=REPO, env=_env(),
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    vals = [(r["step"], r["auc"], r["best"]) for r in _records(killed) if r["event"] == "val"]
+    assert vals == [(r["step"], r["auc"], r["best"]) for r in _records(out) if r["event"] == "val"]
+    got = json.loads((killed / "result.json").read_text())
+    for key in ("steps", "val", "test", "test_step", "stopped_early"):
+        assert got.get(key) == want.get(key), (key, got.get(key), want.get(key))
