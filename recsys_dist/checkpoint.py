@@ -164,6 +164,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def clear_earlier_run(run_dir: Path) -> List[Path]:
+    """Rank 0, a run that starts over in a used folder (train.resume=never): the earlier run's checkpoints/step_N
+    and checkpoint/ are deleted, else pruning would keep its newer steps over this run's, and a later resume
+    would continue from them. Returns the deleted folders."""
+    run_dir = Path(run_dir)
+    gone = [p for p in _step_dirs(run_dir / "checkpoints") + [run_dir / "checkpoint"] if p.is_dir()]
+    for p in gone:
+        shutil.rmtree(p, ignore_errors=True)
+    if gone:
+        log.warning("%s: starting over (train.resume=never): deleted the earlier run's %s", run_dir,
+                    ", ".join(str(p.relative_to(run_dir)) for p in gone))
+    return gone
+
+
 def prune(folder: Path, keep: int) -> List[Path]:
     """Rank 0: delete all but the newest `keep` complete step_N checkpoints in folder; returns the deleted."""
     steps = sorted(_step_dirs(folder), key=lambda p: _step_of(p))

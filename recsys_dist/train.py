@@ -162,6 +162,10 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
 
     step, epoch0, in_epoch0 = 0, 0, 0
     resume = _resume_from(cfg, out)
+    if resume is None and env.is_main:
+        from recsys_dist.checkpoint import clear_earlier_run
+
+        clear_earlier_run(out)
     if resume is not None:
         _init_lazy_optimizer_state(optimizer)
         info = load_checkpoint(built, resume, optimizer, scheduler, cfg=cfg)

@@ -151,3 +151,24 @@ def test_killed_during_an_epoch_end_validation_validates_that_epoch_on_resume(tm
     got = json.loads((killed / "result.json").read_text())
     for key in ("steps", "val", "test", "test_step", "stopped_early"):
         assert got.get(key) == want.get(key), (key, got.get(key), want.get(key))
+
+
+def test_resume_never_in_a_used_folder_keeps_its_own_checkpoints_not_the_old_runs(tmp_path):
+    """Catches train.resume=never in a run folder holding an earlier run's checkpoints: pruning kept the newest
+    steps of both runs, so the new run's periodic checkpoints were deleted as soon as written (metrics.jsonl listed
+    them) while the old run's stayed, and a later restart with resume=auto continued from the other run."""
+    root, out = tmp_path / "data", tmp_path / "run"
+    write_dataset(root, {"train": 512, "val": 64}, vocab=(50, 60, 70))
+    cmd = [sys.executable, "-m", "recsys_dist.cli", "train", "--config", str(REPO / "configs/dlrm_synthetic.yaml"),
+           *[o for o in _overrides(root, out) if not o.startswith("train.checkpoint_every_steps=")]]
+    first = subprocess.run(cmd + ["train.checkpoint_every_steps=5"], cwd=REPO, env=_env(), capture_output=True,
+                           text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000010", "step_00000015"]
+    again = subprocess.run(cmd + ["train.checkpoint_every_steps=3", "train.max_steps=7", "train.resume=never"],
+                           cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000003", "step_00000006"]
+    from recsys_dist.checkpoint import find_latest, read_info
+
+    assert read_info(find_latest(out))["step"] == 7  # this run's final checkpoint, nothing of the first run
