@@ -4,16 +4,23 @@ Every planted-AUC test file declares its runs and reads the results of the sessi
 (conftest's `planted_results`: process start-up and imports are paid once, not once per file):
 
     PLANTED_RUNS = [PlantedRun("dcn", "dcn", {"num_cross_layers": 2, "dnn": [64, 32, 1]})]
+    NOT_WITHIN_0_01 = {"dcn": "gap 0.0118 (measured ...): why"}      # strict xfails, each with its measured gap
 
-    def test_dcn_learns(planted_data, planted_results):
-        auc = planted_results[__name__]["dcn"]["test"]["auc"]
-        assert planted_data.bayes_auc - 0.02 <= auc <= planted_data.bayes_auc + 0.01
+    @pytest.mark.parametrize("run", gap_cases(PLANTED_RUNS, NOT_WITHIN_0_01))
+    def test_dcn_learns(run, planted_data, planted_results):
+        assert_within(planted_data, planted_results[__name__], PLANTED_RUNS, run, ACCEPT_GAP)
 
-`bayes_auc` is the generator's AUC on exactly the test rows and labels (synth's `bayes_auc_halves`), so the gap is
-a paired comparison: re-drawing the labels of the 50k test rows moves it by an sd of ~0.001 (each AUC alone by
-~0.002, a fresh 50k-row sample by ~0.003; tests/test_synth.py pins the first two). The whole day's AUC, used
-before, differs from the test rows' by 0.0019 for seed 0 (0.7539 vs 0.7558), about 2 sd of the gap's noise.
-Where the arches stand against a 0.01 bar: docs/arches.md, "Acceptance on planted data".
+Every arch trains with its defaults (PLANTED_SETTINGS fixes only batch, embedding dim, 1 epoch and, per suite,
+small widths). `bayes_auc` is the generator's AUC on exactly the test rows and labels (synth's
+`bayes_auc_halves`, 0.7558 for seed 0), so the gap is a paired comparison: re-drawing the labels of the 50k test
+rows moves it by an sd of ~0.001 (each AUC alone by ~0.002, a fresh 50k-row sample by ~0.003;
+tests/test_synth.py pins the first two).
+
+The floor (benchmarks/planted_floor.py, the same train rows, L2 logistic regression, L-BFGS): a model of the
+generator's own inputs (main effects, the planted pair crosses, its 4 dense fields) is 0.0024 below the
+generator; every field one-hot plus the planted crosses 0.0054 (L2 3e-4; 0.0075 at 1e-4). So the data allow a gap
+well under the 0.01 bar; where an arch is not within it, its training is what falls short, not the data.
+Measured gaps per arch and seconds: docs/arches.md, "Acceptance on planted data".
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Sequence
+from typing import Any, Dict, Mapping, Sequence, Tuple
 
 from dist_harness import run_on_ranks
 
@@ -29,20 +36,27 @@ from dist_harness import run_on_ranks
 # Small enough for 2 cores, big enough that the gap to the generator's AUC is measured to ~0.001 (sd).
 DAYS, ROWS_PER_DAY, SEED = 3, 100000, 0
 
-# One fixed setting for every arch (no per-arch tuning): 1 epoch of 98 global batches of 2048 rows.
-# - batch 2048 with the learning rates of batch 512 (row-wise Adagrad 0.05, Adam 3e-3) scaled by sqrt(4) = 2:
-#   the same AUC as batch 512 (DLRM 0.7435 vs 0.7438) in about a third of the time.
-# - sparse_eps 0.01: row-wise Adagrad's first step for an id is lr * g / (|g| + eps); with eps ~ 0 it is a full
-#   lr-sized step however tiny g is, so every id seen once or twice (most ids of the big, signal-free fields) gets
-#   a random lr-sized embedding. The unweighted FM sum of DeepFM (all 351 field pairs with weight 1) passes those
-#   straight into the logit (DeepFM 0.7018 vs DLRM 0.7435 at eps 1e-8); eps 0.01 (~ TF Adagrad's
-#   initial_accumulator_value 1e-4) scales such steps with |g| and gives DeepFM 0.7408, DLRM 0.7429.
+# Every arch with its defaults (what `recsys-dist train model.arch=X` gives: the global `optim` defaults or the
+# arch's OPTIM_DEFAULTS, recsys_dist/arch_defaults.py), plus only what the test must fix for time: 1 epoch of 98
+# global batches of 2048 rows (the default batch), embedding dim 16, and the small widths each suite passes as
+# arch arguments.
 PLANTED_SETTINGS = (
     "data.batch_size=2048", "data.eval_batch_size=16384", "model.embedding_dim=16",
-    "optim.sparse=rowwise_adagrad", "optim.sparse_lr=0.1", "optim.sparse_eps=0.01",
-    "optim.dense=adam", "optim.dense_lr=0.006",
     "train.epochs=1", "train.log_every_steps=50", "train.checkpoint=false", "train.tensorboard=false",
 )
+
+# The one optimizer setting every arch shared before issue 16 asked for the defaults; runs that compare two
+# settings of one arch (test_precision) keep it as overrides, so their measured differences stay comparable.
+# Row-wise Adagrad lr 0.1 / eps 0.01 on the tables (batch 512's 0.05 scaled by sqrt(4); eps 0.01 scales an id's
+# first step with |g| instead of a full lr-sized step), Adam 6e-3 on the dense part.
+FIXED_OPTIM = ("optim.sparse=rowwise_adagrad", "optim.sparse_lr=0.1", "optim.sparse_eps=0.01",
+               "optim.dense=adam", "optim.dense_lr=0.006")
+
+# Issue 16's bar: test AUC >= the generator's AUC on the test rows - ACCEPT_GAP. A run not within it is a strict
+# xfail naming its measured gap, and must still be within GUARD_GAP (so a regression of any arch shows).
+ACCEPT_GAP, GUARD_GAP = 0.01, 0.02
+NEAR = 0.002
+MEASURED = "measured 2026-11-30 with the defaults, 2 ranks"
 
 
 @dataclass
@@ -129,6 +143,33 @@ def train_suites(data: PlantedData, root: Path, suites: Mapping[str, Sequence[Pl
         if len(set(names)) != len(names):
             raise ValueError(f"planted suite {s}: run names must be unique, got {names}")
     return run_on_ranks(_train_suites, world_size, (data, root, suites), timeout=1800)[0]
+
+
+def gap_cases(runs: Sequence[PlantedRun], not_within: Mapping[str, Tuple[float, str]], bar: float) -> list:
+    """pytest params, one per run; the runs in `not_within` ({name: (measured gap, why)}) are xfails, strict unless
+    the measured gap is within NEAR of the bar (numerics elsewhere, e.g. a GEMM backend, move a gap by ~0.001)."""
+    import pytest
+
+    unknown = sorted(set(not_within) - {r.name for r in runs})
+    if unknown:
+        raise ValueError(f"not_within names no run: {unknown}")
+    cases = []
+    for r in runs:
+        marks = ()
+        if r.name in not_within:
+            gap, why = not_within[r.name]
+            marks = pytest.mark.xfail(strict=gap - bar > NEAR, reason=f"gap {gap:.4f} > {bar} ({MEASURED}): {why}")
+        cases.append(pytest.param(r, id=r.name, marks=marks))
+    return cases
+
+
+def assert_within(data: PlantedData, results: Mapping[str, Any], runs: Sequence[PlantedRun], run: PlantedRun,
+                  gap: float) -> None:
+    """generator AUC - gap <= the run's test AUC <= generator AUC + 0.01 (nothing beats the generator by more
+    than noise); prints the suite's table first."""
+    print(format_table(data, results, runs))
+    auc, bayes = results[run.name]["test"]["auc"], data.bayes_auc
+    assert bayes - gap <= auc <= bayes + 0.01, f"{run.name}: test AUC {auc:.4f}, gap {bayes - auc:+.4f} > {gap}"
 
 
 def format_table(data: PlantedData, results: Mapping[str, Any], runs: Sequence[PlantedRun]) -> str:

@@ -1,21 +1,14 @@
-"""Issue 4's acceptance: each arch with MaskFusion, trained sharded on 2 gloo ranks, reaches the planted-signal
-generator's AUC within 0.02 (tests/planted.py's one fixed setting for every arch; small widths, CPU-frugal).
+"""Issue 4's acceptance, issue 16's bar: each arch with MaskFusion, with its defaults (tests/planted.py; small
+widths, CPU-frugal), trained sharded on 2 gloo ranks, reaches the planted-signal generator's AUC within 0.01
+(the runs measured short of it: strict xfails naming the gap, still held to 0.02 unless listed there too).
 The four MaskFusion variants are spread over the arches; plain DeepFM is trained too (its unweighted FM sum is
-the term most sensitive to the embedding optimizer, see PLANTED_SETTINGS). Plain DLRM:
-tests/test_learns_planted_signal.py. All planted runs share one 2-rank process group (conftest.planted_results).
-
-Known gap (strict xfail, kept visible): DeepFM with the Fusion-only ablation (m_t = 1, every layer fed the
-instance-normalized E) reaches 0.7310 (gap 0.025 to the test rows' 0.7558) and overfits (val AUC 0.727 -> 0.711 in a second epoch).
-Plain DeepFM (0.740), DeepFM + DwMF (0.739), DCN + Fusion (0.742), and DeepFM + Fusion without the FM pair sum
-(0.740) or without eq. 6's instance norm (0.739) all pass. Mechanism: instance norm divides by each field's
-std, so its gradient is ~1/sqrt(var + eps) (~200x for the tiny initial rows of the big tables); row-wise Adagrad
-then gives those rare ids lr-sized steps, which the FM's unweighted pair sum passes into the logit. A larger
-eq. 6 epsilon caps that gain (eps 1e-3 / 1e-2 / 1e-1: 0.7346 / 0.7372 / 0.7392); changing MaskFusion's default
-for one arch is left to the MaskFusion owner (docs/arches.md, "Acceptance on planted data")."""
+the term most sensitive to the embedding optimizer). Plain DLRM: tests/test_learns_planted_signal.py. All
+planted runs share one 2-rank process group (conftest.planted_results). Gaps and why: docs/arches.md,
+"Acceptance on planted data"."""
 
 import pytest
 
-from planted import PlantedRun, format_table
+from planted import ACCEPT_GAP, GUARD_GAP, PlantedRun, assert_within, gap_cases
 
 pytestmark = pytest.mark.slow  # one shared ~4-minute 2-rank training session (conftest.planted_results)
 
@@ -38,15 +31,33 @@ PLANTED_RUNS = [
                                            "mask_fusion": {"variant": "fwmf", **MF}}),
 ]
 
+_WHY = "the one epoch's model falls short of the data's floor (0.0054, benchmarks/planted_floor.py); docs/arches.md"
+_FM = ("the unweighted FM sum passes rare ids of the signal-free fields into the logit"
+       " (default tables: row-wise Adagrad 0.01, eps 1e-8); docs/arches.md")
+NOT_WITHIN_0_01 = {
+    "dlrm+dwmf": (0.0125, _WHY),
+    "dcn+fusion": (0.0138, _WHY),
+    "dcnv2+fwmf": (0.0123, _WHY),
+    "ipnn+fwm": (0.0128, _WHY),
+    "deepfm": (0.0205, _FM),
+    "deepfm+dwmf": (0.0171, _FM),
+    "deepfm+fusion": (0.0241, _FM),
+    "xdeepfm+dwmf": (0.0128, _WHY),
+    "autoint+fwmf": (0.0115, _WHY),
+}
+NOT_WITHIN_0_02 = {
+    "deepfm": (0.0205, _FM),
+    "deepfm+fusion": (0.0241, _FM),
+}
 
-KNOWN_GAPS = {"deepfm+fusion": "DeepFM + Fusion-only overfits the planted data (gap 0.025; see the docstring)"}
+
+@pytest.mark.parametrize("run", gap_cases(PLANTED_RUNS, NOT_WITHIN_0_01, ACCEPT_GAP))
+def test_dense_i_arch_within_0_01_of_bayes_auc(run, planted_data, planted_results):
+    """Defect caught: an arch, its defaults or the 2-rank training learning the planted signal worse."""
+    assert_within(planted_data, planted_results[__name__], PLANTED_RUNS, run, ACCEPT_GAP)
 
 
-@pytest.mark.parametrize("run", [
-    pytest.param(r, marks=pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[r.name])) if r.name in KNOWN_GAPS
-    else r for r in PLANTED_RUNS], ids=lambda r: r.name)
-def test_dense_i_arch_reaches_bayes_auc(run, planted_data, planted_results):
-    results = planted_results[__name__]
-    print(format_table(planted_data, results, PLANTED_RUNS))
-    auc, bayes = results[run.name]["test"]["auc"], planted_data.bayes_auc
-    assert bayes - 0.02 <= auc <= bayes + 0.01, (run.name, auc, bayes)
+@pytest.mark.parametrize("run", gap_cases(PLANTED_RUNS, NOT_WITHIN_0_02, GUARD_GAP))
+def test_dense_i_arch_within_0_02_of_bayes_auc(run, planted_data, planted_results):
+    """The guard while a run's 0.01 bar is an xfail: a regression of its learning shows."""
+    assert_within(planted_data, planted_results[__name__], PLANTED_RUNS, run, GUARD_GAP)

@@ -1,11 +1,12 @@
-"""Issue 5's acceptance: xDeepInt, DynInt (DA, DGP, DWP) and DeepMR, trained sharded on 2 gloo ranks, reach the
-planted-signal generator's AUC within 0.02 (tests/planted.py's one fixed setting for every arch; small widths,
-CPU-frugal). The planted data has raw (log) numeric features, so the numeric-fields path is trained too.
-All planted runs share one 2-rank process group (conftest.planted_results)."""
+"""Issue 5's acceptance: xDeepInt, DynInt (DA, DGP, DWP) and DeepMR, trained sharded on 2 gloo ranks, with their
+defaults (tests/planted.py; small widths, CPU-frugal) reach the planted-signal generator's AUC within 0.01 (issue
+16; runs measured short of it: strict xfails naming the gap, still held to 0.02). The planted data has raw (log)
+numeric features, so the numeric-fields path is trained too. All planted runs share one 2-rank process group
+(conftest.planted_results)."""
 
 import pytest
 
-from planted import PlantedRun, format_table
+from planted import ACCEPT_GAP, GUARD_GAP, PlantedRun, assert_within, gap_cases
 
 pytestmark = pytest.mark.slow  # one shared ~4-minute 2-rank training session (conftest.planted_results)
 
@@ -19,10 +20,24 @@ PLANTED_RUNS = [
     PlantedRun("deepmr", "deepmr", {"width": 32, "num_dnn_layers": 2, "num_heads": 2, "learn_beta": True}),
 ]
 
+_WHY = "the one epoch's model falls short of the data's floor (0.0054, benchmarks/planted_floor.py); docs/arches.md"
+NOT_WITHIN_0_01 = {
+    "xdeepint": (0.0109, _WHY),
+    "dynint-da": (0.0118, _WHY),
+    "dynint-dgp": (0.0111, _WHY),
+    "dynint-dwp": (0.0121, _WHY),
+    "deepmr": (0.0177, _WHY),
+}
+NOT_WITHIN_0_02 = {}
 
-@pytest.mark.parametrize("run", PLANTED_RUNS, ids=lambda r: r.name)
-def test_dense_ii_arch_reaches_bayes_auc(run, planted_data, planted_results):
-    results = planted_results[__name__]
-    print(format_table(planted_data, results, PLANTED_RUNS))
-    auc, bayes = results[run.name]["test"]["auc"], planted_data.bayes_auc
-    assert bayes - 0.02 <= auc <= bayes + 0.01, (run.name, auc, bayes)
+
+@pytest.mark.parametrize("run", gap_cases(PLANTED_RUNS, NOT_WITHIN_0_01, ACCEPT_GAP))
+def test_dense_ii_arch_within_0_01_of_bayes_auc(run, planted_data, planted_results):
+    """Defect caught: an arch, its defaults or the 2-rank training learning the planted signal worse."""
+    assert_within(planted_data, planted_results[__name__], PLANTED_RUNS, run, ACCEPT_GAP)
+
+
+@pytest.mark.parametrize("run", gap_cases(PLANTED_RUNS, NOT_WITHIN_0_02, GUARD_GAP))
+def test_dense_ii_arch_within_0_02_of_bayes_auc(run, planted_data, planted_results):
+    """The guard while a run's 0.01 bar is an xfail: a regression of its learning shows."""
+    assert_within(planted_data, planted_results[__name__], PLANTED_RUNS, run, GUARD_GAP)
