@@ -1,5 +1,3 @@
-import sys
+from recsys_dist.cli import entry
 
-from recsys_dist.cli import main
-
-sys.exit(main())
+entry()
