@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from prepared_fixtures import write_dataset
+from test_launch import _worker_of_rank
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -39,26 +40,6 @@ def _steps(records, event):
     return [r["step"] for r in records if r["event"] == event]
 
 
-def _rank_1(root_pid):
-    """The trainer process of rank 1 among torchrun's descendants, or None."""
-    todo = [root_pid]
-    while todo:
-        pid = todo.pop()
-        try:
-            kids = [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
-        except OSError:
-            continue
-        for kid in kids:
-            try:
-                env = Path(f"/proc/{kid}/environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"RANK=1" in env and any(kv.startswith(b"TORCHELASTIC_RUN_ID=") for kv in env):
-                return kid
-        todo += kids
-    return None
-
-
 def test_rank_killed_between_checkpoints_logs_each_step_once(tmp_path):
     """Catches metrics.jsonl holding the steps a dead run logged after its last checkpoint twice (the resumed run
     logs them again): a user summing or plotting it counted those train windows and validations twice."""
@@ -72,7 +53,7 @@ def test_rank_killed_between_checkpoints_logs_each_step_once(tmp_path):
         deadline = time.time() + 240
         while killed_after is None and time.time() < deadline and proc.poll() is None:
             logged = [s for s in _steps(_records(out), "train") if s > 16]  # past the first checkpoint (step 16)
-            pid = _rank_1(proc.pid) if logged else None
+            pid = _worker_of_rank(proc.pid, 1) if logged else None
             if pid is not None:
                 os.kill(pid, signal.SIGKILL)
                 killed_after = max(logged)
