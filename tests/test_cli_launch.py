@@ -120,7 +120,8 @@ def test_errors_under_torchrun_stop_every_rank_before_work(w):
                  "model.arch_args={bottom_mlp: [32, 8]}", check=False)
     assert r.returncode != 0
     msg = "bottom_mlp must end with the embedding dim 16, got [32, 8]"
-    assert r.stderr.count(msg) == 2, r.stderr[-3000:]  # one line from each rank
+    # Every rank finds it; torchrun SIGTERMs the others as soon as the first exits, so one or both lines show.
+    assert r.stderr.count(msg) in (1, 2), r.stderr[-3000:]
     assert "exitcode  : 2" in r.stderr and "recsys_dist/" not in r.stderr  # no traceback through our code
     assert not (w / "run_bad").exists()
 
