@@ -186,12 +186,16 @@ def test_corrupt_gzip_keeps_every_line_decoded_before_the_damage(tmp_path, monke
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_random_binary_never_crashes(tmp_path, monkeypatch, gz):
-    """Random bytes (plain and gzipped): prepare finishes, every line judged as the oracle judges it."""
+    """Random bytes (plain and gzipped), then one good line: prepare finishes, every line judged as the oracle
+    judges it; the random bytes alone are refused (no valid rows, tests/test_prepare_no_rows.py), never a crash."""
     rng = random.Random(7)
-    data = bytes(rng.getrandbits(8) for _ in range(40000))
+    noise = bytes(rng.getrandbits(8) for _ in range(40000))
+    data = noise + b"\n" + good_line(rng) + b"\n"
     md, out = prepare(tmp_path, "r", gzip.compress(data) if gz else data, gz, 4096, monkeypatch)
     check_against_oracle(md, out, data)
-    assert md.splits["train"].rows == 0 and md.bad_rows["count"] == len(lines_of(data))
+    assert md.splits["train"].rows == 1 and md.bad_rows["count"] == len(lines_of(data)) - 1
+    with pytest.raises(PrepareError, match=r"no valid rows in .* \(\d+ bad: .*\); first: .*train\.txt(\.gz)?:1: "):
+        prepare(tmp_path, "n", gzip.compress(noise) if gz else noise, gz, 4096, monkeypatch)
 
 
 def test_bad_rows_file_records_every_line_bounded(tmp_path, monkeypatch):
@@ -199,8 +203,8 @@ def test_bad_rows_file_records_every_line_bounded(tmp_path, monkeypatch):
     raw bytes, each record bounded whatever the line's length. Would catch: only the first 20 listed anywhere."""
     rng = random.Random(9)
     huge = b"1\t" + b"9" * 100_000 + b"\t" + b"\t".join([b""] * 38)
-    lines = [DEFECTS["int_hex_0x10"](rng) for _ in range(50)] + [huge, b"\xff\xfe" * 50]
-    data = b"\n".join(lines) + b"\n"
+    lines = [DEFECTS["int_hex_0x10"](rng) for _ in range(50)] + [huge, b"\xff\xfe" * 50, good_line(rng)]
+    data = b"\n".join(lines) + b"\n"  # one good line: a dataset, not the no-valid-rows error
     md, out = prepare(tmp_path, "b", data, False, 1 << 20, monkeypatch)
     recs = [json.loads(x) for x in (out / BAD_ROWS_FILE).read_text().splitlines()]
     assert len(recs) == 52 == md.bad_rows["count"] and md.bad_rows["file"] == BAD_ROWS_FILE

@@ -99,6 +99,26 @@ class BadRows:
             self._sample(sample["file"], sample["line"], sample.get("field", ""), sample["reason"])
         self.damaged_files += other.get("damaged_files", [])
 
+    def require_train_rows(self, files: List[str], rows: Dict[str, int]) -> None:
+        """No dataset without train rows: inputs with every line bad, with no line at all, or whose split leaves
+        train empty raise PrepareError (exit 1) naming the files, the bad lines by kind and the first one, so no
+        folder is left that looks like a dataset (train would refuse it anyway, later and less clearly)."""
+        if rows.get("train", 0):
+            return
+        written = sum(rows.values())
+        what = "no valid rows" if not written else \
+            "no train rows (" + ", ".join(f"{n} {s}" for s, n in rows.items() if n) + " rows written)"
+        kinds = ": " + ", ".join(f"{k} {n}" for k, n in sorted(self.by_reason.items())) if self.count else ""
+        detail = f" ({self.count} bad{kinds})"
+        if self.samples:
+            s = self.samples[0]
+            detail += f"; first: {s['file']}:{s['line']}: {s['reason']}"
+        elif not written and not self.damaged_files:
+            detail += ": the input holds no lines"
+        for d in self.damaged_files:
+            detail += f"; {_damage_message(d)}"
+        raise PrepareError(f"prepare: {what} in {files}{detail}")
+
     def _sample(self, file: str, line: int, field: str, reason: str) -> None:
         key = (self._files.setdefault(file, len(self._files)), line)
         if len(self.samples) < MAX_SAMPLES or key < self._keys[-1]:

@@ -512,8 +512,11 @@ def _prepare_criteo(cfg: PrepareConfig, progress: bool) -> Metadata:
     stats = _DenseStats()
     oov = OovCounter()
     splits: Dict[str, SplitInfo] = {s: SplitInfo(files=[], rows=0, rows_per_file=[]) for s in SPLITS}
-    for r in results:  # in input order: part numbers follow the input files
+    for r in results:
         bad.merge(r["bad"])
+    bad.require_train_rows([f.path for f in files],
+                           {s: sum(p["rows"] for r in results for p in r["parts"] if p["split"] == s) for s in SPLITS})
+    for r in results:  # in input order: part numbers follow the input files
         oov.merge(r["oov"])
         st = r["stats"]
         stats.n += st["n"]

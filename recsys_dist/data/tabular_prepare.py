@@ -579,12 +579,10 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
             if name == "train":
                 _update_stats(stats, schema, {n: sub.column(n).combine_chunks() for n in sub.column_names}, part)
     bad.close()
-    splits = {s: _split_info(w.close()) for s, w in writers.items()}
+    parts = {s: w.close() for s, w in writers.items()}
+    bad.require_train_rows(files, {s: sum(p.rows for p in ps) for s, ps in parts.items()})
+    splits = {s: _split_info(ps) for s, ps in parts.items()}
     written = sum(s.rows for s in splits.values())
-    if written == 0:
-        first = f"; first: {bad.samples[0]['file']}:{bad.samples[0]['line']}: {bad.samples[0]['reason']}" \
-            if bad.samples else ""
-        raise PrepareError(f"prepare: no valid rows in {files} ({bad.count} bad){first}")
 
     sparse: List[SparseFeature] = [SparseFeature(n.name, enc.BUCKET_ROWS, encoding="bucketize")
                                    for n in schema.bucketized()]
