@@ -65,6 +65,7 @@ class OptimConfig:
     dense: str = "adagrad"  # torch optimizer for dense params and data-parallel tables: adagrad | adam | sgd
     dense_lr: float = 0.01
     dense_eps: float = 1e-8
+    embedding_l2: float = 0.0  # L2 of the embeddings a batch looks up, added to the loss (recsys_dist/embedding_l2.py)
     weight_decay: float = 0.0  # tables: adam (decoupled; rowwise_adagrad L2 on CUDA only); dense: torch's L2
     beta1: float = 0.9  # Adam's betas, of the tables and the dense params (the arch optimizer keeps torch's)
     beta2: float = 0.999
@@ -201,7 +202,7 @@ RANGES: Dict[str, str] = {
     "sharding.hbm_gib": "> 0", "sharding.ddr_gib": "> 0",
     "optim.sparse_lr": "> 0", "optim.sparse_eps": "> 0", "optim.dense_lr": "> 0", "optim.dense_eps": "> 0",
     "optim.weight_decay": ">= 0", "optim.beta1": "[0, 1)", "optim.beta2": "[0, 1)", "optim.arch_lr": "> 0",
-    "optim.warmup_steps": ">= 0",
+    "optim.warmup_steps": ">= 0", "optim.embedding_l2": ">= 0",
     "train.epochs": "> 0", "train.max_steps": "> 0", "train.val_every_steps": ">= 0", "train.log_every_steps": ">= 0",
     "train.seed": ">= 0", "train.threads": "> 0", "train.checkpoint_every_steps": ">= 0",
     "train.keep_checkpoints": "> 0", "train.early_stopping.patience": ">= 0", "train.early_stopping.min_delta": ">= 0",

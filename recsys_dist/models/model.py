@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from recsys_dist.embedding_l2 import embedding_l2
 from recsys_dist.models.arch import ArchInputs, DenseArch
 from recsys_dist.models.registry import build_arch
 from recsys_dist.models.sparse import SparseArch, TableSpec
@@ -46,14 +47,17 @@ def build_model(
 class CTRTrainModel(nn.Module):
     """batch -> (loss, (loss, logits, labels)): the shape TorchRec's train pipelines expect (as DLRMTrain).
 
-    The loss is the mean BCE over rows with weight > 0 plus the arch's regularization loss, if any.
+    The loss is the mean BCE over rows with weight > 0 plus the arch's regularization loss, if any, plus
+    `embedding_l2` times the looked-up embeddings' L2 (optim.embedding_l2: recsys_dist/embedding_l2.py).
     `autocast_dtype` runs the dense arch under torch.autocast (bf16), embeddings stay fp32.
     """
 
-    def __init__(self, model: CTRModel, autocast_dtype: Optional[torch.dtype] = None) -> None:
+    def __init__(self, model: CTRModel, autocast_dtype: Optional[torch.dtype] = None,
+                 embedding_l2: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.autocast_dtype = autocast_dtype
+        self.embedding_l2 = float(embedding_l2)
 
     def forward(self, batch) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         embeddings = self.model.sparse_arch(batch.sparse_features)
@@ -68,6 +72,8 @@ class CTRTrainModel(nn.Module):
         reg = self.model.dense_arch.regularization_loss()
         if reg is not None:
             loss = loss + reg
+        if self.embedding_l2 > 0:
+            loss = loss + embedding_l2(embeddings, batch.weights, self.embedding_l2)
         return loss, (loss.detach(), logits.detach(), batch.labels)
 
 
