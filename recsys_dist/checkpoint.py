@@ -33,6 +33,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from recsys_dist.json_file import write_atomic
+
 log = logging.getLogger("recsys_dist")
 
 MARKER = "recsys_dist.json"
@@ -128,7 +130,7 @@ def save_checkpoint(model: torch.nn.Module, path: Path, info: Dict[str, Any], op
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
         record = {"format": FORMAT_VERSION, **info,
                   "world_size": dist.get_world_size() if dist.is_initialized() else 1, "files": files}
-        _write_atomic(tmp / MARKER, json.dumps(record, indent=2, default=str))
+        write_atomic(tmp / MARKER, json.dumps(record, indent=2, default=str))
         old = path.with_name(f".{path.name}.old")
         if path.exists():  # replacing a checkpoint of the same name (the final one of a re-run)
             if old.exists():
@@ -140,15 +142,6 @@ def save_checkpoint(model: torch.nn.Module, path: Path, info: Dict[str, Any], op
             shutil.rmtree(old)
     _barrier()
     return path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    part = path.with_name(path.name + ".part")
-    with part.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    part.rename(path)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -18,15 +18,30 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from recsys_dist.json_file import write_atomic, write_json
+
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf")
 RunSpec = Tuple[str, int, Path, str]  # entry label, seed, run folder, command
 
 
+def read_result(folder: Path) -> Tuple[Optional[Dict[str, Any]], str]:
+    """(a run's result.json, "") if it is finished, else (None, why not): no result.json, or one that is not a whole
+    JSON object (cut by a kill mid-write before train wrote it atomically, or by a full disk)."""
+    path = folder / "result.json"
+    if not path.is_file():
+        return None, f"no {path}"
+    try:
+        doc = json.loads(path.read_text(errors="replace"))
+    except json.JSONDecodeError as e:
+        return None, f"{path}:{e.lineno}: not valid JSON ({e.msg}; cut short?)"
+    if not isinstance(doc, dict):
+        return None, f"{path}: expected a JSON object, got {type(doc).__name__}"
+    return doc, ""
+
+
 def _read_run(folder: Path) -> Dict[str, Any]:
-    run: Dict[str, Any] = {"result": None, "curve": []}
-    if (folder / "result.json").is_file():
-        run["result"] = json.loads((folder / "result.json").read_text())
+    run: Dict[str, Any] = {"result": read_result(folder)[0], "curve": []}
     if (folder / "metrics.jsonl").is_file():
         for line in (folder / "metrics.jsonl").read_text().splitlines():
             rec = json.loads(line)
@@ -193,9 +208,9 @@ def render_html(out: Path, rows: List[Dict[str, Any]]) -> str:
 def write_leaderboard(out: Path, runs: Sequence[RunSpec]) -> Tuple[Path, Path]:
     rows = collect(out, runs)
     md, page = out / "leaderboard.md", out / "leaderboard.html"
-    md.write_text(render_markdown(out, rows))
-    page.write_text(render_html(out, rows))
-    (out / "leaderboard.json").write_text(json.dumps(
-        [{k: v for k, v in r.items() if k != "runs"} | {"runs": [{k: v for k, v in x.items() if k != "curve"}
-                                                                   for x in r["runs"]]} for r in rows], indent=1))
+    write_atomic(md, render_markdown(out, rows))
+    write_atomic(page, render_html(out, rows))
+    write_json(out / "leaderboard.json",
+               [{k: v for k, v in r.items() if k != "runs"} | {"runs": [{k: v for k, v in x.items() if k != "curve"}
+                                                                          for x in r["runs"]]} for r in rows], indent=1)
     return md, page

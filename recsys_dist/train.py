@@ -28,6 +28,7 @@ from tqdm import tqdm
 from recsys_dist.config import JobConfig, to_dict
 from recsys_dist.dist_env import DistEnv, setup_process
 from recsys_dist.early_stopping import ModelSelection
+from recsys_dist.json_file import write_json
 from recsys_dist.job import (BuiltModel, build_sharded_model, fingerprint, load_checkpoint, make_reader,
                              save_checkpoint, write_run_files)
 from recsys_dist.metrics import PredictionBuffer
@@ -308,7 +309,7 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
     if exports or testing:  # from here on the best checkpoint's weights (after the final checkpoint is written)
         chosen = sel.prepare_test(step, lambda p: load_checkpoint(built, p, cfg=cfg, restore_rng=False))
     if exports and env.is_main:  # a search stage's choice: the best validation's alphas, not the last step's
-        (out / "architecture.json").write_text(json.dumps(arch.export_architecture(), indent=2))
+        write_json(out / "architecture.json", arch.export_architecture())
         result.update(architecture=str(out / "architecture.json"), architecture_step=chosen["test_step"])
     if testing:
         result.update(chosen)
@@ -317,7 +318,7 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
     mlog.write(event="end", **result)
     tb.close()
     if env.is_main:
-        (out / "result.json").write_text(json.dumps(result, indent=2))
+        write_json(out / "result.json", result)  # atomic: compare's resume takes a result.json as a finished run
     return result
 
 

@@ -11,8 +11,9 @@ budget: epochs, batch size, learning rates...), then data.dir=--data. Each entry
 OUT/LABEL/config.yaml and checked before anything trains; each seed k runs as its own process,
     recsys-dist train --config OUT/LABEL/config.yaml train.seed=k data.seed=k train.out_dir=OUT/LABEL/seed_k
 (under torchrun with --ranks > 1), the exact command kept in OUT/LABEL/seed_k/command.txt and its output in
-train.log. Finished runs (result.json) are skipped, so an interrupted compare resumes where it stopped (an
-interrupted run resumes from its checkpoints); a changed config for an existing LABEL is refused.
+train.log. Finished runs (a valid result.json) are skipped, so an interrupted compare resumes where it stopped (an
+interrupted run resumes from its checkpoints; a result.json that is not valid JSON is not finished: that run is
+trained again); a changed config for an existing LABEL is refused.
 
 Rows are ranked by the mean validation metric of the chosen checkpoints (train.early_stopping.metric), the test
 metrics reported beside it: choose by validation, not by test. Exit status 1 if a run failed (the page says which).
@@ -35,6 +36,7 @@ import yaml
 
 from recsys_dist.cli.common import bounded, leave_launch
 from recsys_dist.config import ConfigError, load_config, to_yaml
+from recsys_dist.json_file import write_atomic
 
 
 RANK0_ONLY = True  # under a multi-rank launch, rank 0 orchestrates (each run starts its own processes)
@@ -148,7 +150,7 @@ def _prepare_runs(args: argparse.Namespace, out: Path) -> List[Run]:
     for label, (entry, text) in resolved.items():
         path = out / label / "config.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        write_atomic(path, text)  # a resume compares it with the new config
         (out / label / "entry.txt").write_text(entry.source + "\n")
         runs += [_command(path, k, out / label / f"seed_{k}", args.ranks) for k in range(args.seeds)]
     return runs
@@ -156,10 +158,17 @@ def _prepare_runs(args: argparse.Namespace, out: Path) -> List[Run]:
 
 def _execute(runs: List[Run], jobs: int) -> Dict[str, int]:
     """Runs the unfinished ones (`jobs` at a time); returns {folder: exit status} of those it ran."""
-    todo = [r for r in runs if not (r.folder / "result.json").is_file()]
+    from recsys_dist.leaderboard import read_result
+
+    todo = []
     for r in runs:
-        if r not in todo:
+        why = read_result(r.folder)[1]
+        if not why:
             print(f"  done  {r.entry} seed {r.seed}  ({r.folder}/result.json)")
+            continue
+        todo.append(r)
+        if (r.folder / "result.json").is_file():  # not a finished run's: train again (resuming its checkpoint)
+            print(f"  redo  {r.entry} seed {r.seed}: {why}: running it again", flush=True)
     status: Dict[str, int] = {}
     live: List[tuple] = []
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1")) if jobs > 1 else None
@@ -204,9 +213,9 @@ def run(args: argparse.Namespace) -> int:
     runs = _prepare_runs(args, out)
     print(f"compare: {len(runs)} runs ({len({r.entry for r in runs})} entries x {args.seeds} seeds) in {out}")
     status = _execute(runs, args.jobs)
-    from recsys_dist.leaderboard import write_leaderboard
+    from recsys_dist.leaderboard import read_result, write_leaderboard
 
     md, html = write_leaderboard(out, [(r.entry, r.seed, r.folder, r.shown) for r in runs])
     print(md.read_text())
     print(f"wrote {md} and {html}")
-    return 1 if any(status.values()) or any(not (r.folder / "result.json").is_file() for r in runs) else 0
+    return 1 if any(status.values()) or any(read_result(r.folder)[0] is None for r in runs) else 0

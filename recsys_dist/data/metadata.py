@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from recsys_dist.json_file import read_json
+from recsys_dist.json_file import read_json, write_atomic
 
 METADATA_FILE = "metadata.json"
 FORMAT_VERSION = 1
@@ -87,9 +87,7 @@ class Metadata:
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / METADATA_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
+        write_atomic(path, self.to_json())
         return path
 
     @classmethod

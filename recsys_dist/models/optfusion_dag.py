@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from recsys_dist.json_file import read_json
+from recsys_dist.json_file import read_json, write_atomic
 
 OPS: Tuple[str, ...] = ("ADD", "PROD", "CONCAT", "ATT")  # Table 1, in the order of beta's columns
 CROSS_TYPES: Tuple[str, ...] = ("crossnet", "crossnetv2", "cin")  # Table 6
@@ -238,7 +238,7 @@ class FusionArchitecture:
         return arch
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "FusionArchitecture":
