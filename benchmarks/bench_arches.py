@@ -226,63 +226,85 @@ def _reader_rate(cfg, feats, md, batch: int, passes: int) -> float:
     return best
 
 
+class Case:
+    """One case built as `train` builds it (threads and allocator by dist_env.setup_compute): the preset's config,
+    its dense arch, a batch of inputs and `step()` (forward + backward + the preset's optimizers)."""
+
+    def __init__(self, label: str, data_dirs: Dict[str, str], cap: int, batch: Optional[int], tmp: Path,
+                 threads: int = 1, tune_malloc: bool = True) -> None:
+        import torch
+
+        from recsys_dist.dist_env import setup_compute
+        from recsys_dist.optim import _torch_optimizer
+
+        self.label = label
+        self.preset, search = CASES[label]
+        compute = [f"train.threads={threads}", f"train.tune_malloc={str(tune_malloc).lower()}"]
+        raw = _config(self.preset, data_dirs["plain"], cap, compute)
+        _, self.malloc_tuned = setup_compute(raw.train, local_world_size=1)  # as `train` sets them
+        data_dir = data_dirs["bucketized" if raw.prepare.dense == "bucketize" else "plain"]
+        extra, self.note = [], ""
+        if search:
+            path = tmp / f"{self.preset}.architecture.json"
+            exported = _export_search(search, data_dir, cap, path)
+            extra = _retrain_overrides(self.preset, path)
+            if "counts" in exported:
+                self.note = f"methods {dict(zip(exported['count_order'], exported['counts']))}"
+        self.cfg = cfg = _config(self.preset, data_dir, cap, compute + extra)
+        self.preset_batch = cfg.data.batch_size
+        self.B = B = batch or cfg.data.batch_size
+        torch.manual_seed(0)
+        self.arch, self.feats, self.md = arch, _, md = _dense_arch(cfg)
+        self.F, self.D = len(self.feats.tables), cfg.model.embedding_dim
+        g = torch.Generator().manual_seed(0)
+        self.dense = dense = torch.rand(B, md.num_dense, generator=g)
+        self.emb = emb = torch.randn(B, self.F, self.D, generator=g).mul_(0.05).requires_grad_(True)
+        labels = torch.randint(0, 2, (B,), generator=g).float()
+        o = cfg.optim
+        arch_ids = {id(p) for p in arch.architecture_parameters()}
+        opts = [_torch_optimizer(o.dense, [p for p in arch.parameters() if id(p) not in arch_ids], o.dense_lr,
+                                 o.dense_eps, o.weight_decay)]
+        if arch_ids:
+            opts.append(torch.optim.Adam(arch.architecture_parameters(), lr=o.arch_lr, betas=(0.5, 0.999)))
+
+        def step() -> None:
+            for opt in opts:
+                opt.zero_grad(set_to_none=True)
+            emb.grad = None
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(arch(dense, emb), labels)
+            reg = arch.regularization_loss()
+            (loss if reg is None else loss + reg).backward()
+            for opt in opts:
+                opt.step()
+
+        self.step = step
+
+
 def run_case(label: str, data_dirs: Dict[str, str], cap: int, small: bool, rounds: int, steps: int,
-             batch: Optional[int], tmp: Path, threads: int = 1) -> Dict[str, Any]:
+             batch: Optional[int], tmp: Path, threads: int = 1, tune_malloc: bool = True) -> Dict[str, Any]:
     """One case in this process: the row of the table (see the module docstring)."""
     import torch
 
-    torch.set_num_threads(threads)
     from bench_roofline import gemm_gflops
-    from recsys_dist.optim import _torch_optimizer
 
-    preset, search = CASES[label]
-    raw = _config(preset, data_dirs["plain"], cap, [])
-    data_dir = data_dirs["bucketized" if raw.prepare.dense == "bucketize" else "plain"]
-    extra, note = [], ""
-    if search:
-        path = tmp / f"{preset}.architecture.json"
-        exported = _export_search(search, data_dir, cap, path)
-        extra = _retrain_overrides(preset, path)
-        if "counts" in exported:
-            note = f"methods {dict(zip(exported['count_order'], exported['counts']))}"
-    cfg = _config(preset, data_dir, cap, extra)
-    B = batch or cfg.data.batch_size
-    torch.manual_seed(0)
-    arch, feats, md = _dense_arch(cfg)
-    F, D = len(feats.tables), cfg.model.embedding_dim
-    g = torch.Generator().manual_seed(0)
-    dense = torch.rand(B, md.num_dense, generator=g)
-    emb = torch.randn(B, F, D, generator=g).mul_(0.05).requires_grad_(True)
-    labels = torch.randint(0, 2, (B,), generator=g).float()
-    flops = count_flops(arch, dense, emb)
-    o = cfg.optim
-    arch_ids = {id(p) for p in arch.architecture_parameters()}
-    opts = [_torch_optimizer(o.dense, [p for p in arch.parameters() if id(p) not in arch_ids], o.dense_lr,
-                             o.dense_eps, o.weight_decay)]
-    if arch_ids:
-        opts.append(torch.optim.Adam(arch.architecture_parameters(), lr=o.arch_lr, betas=(0.5, 0.999)))
-
-    def step() -> None:
-        for opt in opts:
-            opt.zero_grad(set_to_none=True)
-        emb.grad = None
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(arch(dense, emb), labels)
-        reg = arch.regularization_loss()
-        (loss if reg is None else loss + reg).backward()
-        for opt in opts:
-            opt.step()
+    case = Case(label, data_dirs, cap, batch, tmp, threads, tune_malloc)
+    cfg, feats, md, step, B, F, D = case.cfg, case.feats, case.md, case.step, case.B, case.F, case.D
+    preset, note, malloc_tuned = case.preset, case.note, case.malloc_tuned
+    flops = count_flops(case.arch, case.dense, case.emb)
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     step()  # warm-up (optimizer state, allocator)
     gemms = _GemmRecorder()
-    times, peaks, gemm_times = [], [], []
+    times, peaks, gemm_times, faults = [], [], [], []
     for _ in range(rounds):
         peaks.append(gemm_gflops(torch.float32, reps=2 if small else 8, clock=time.process_time))
         best = float("inf")
         for _ in range(steps):
+            f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t = time.process_time()
             step()
             best = min(best, time.process_time() - t)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f)
         times.append(best)
         if not gemms.calls:  # peak memory of the steps alone, before the GEMM replay allocates its own
             peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
@@ -299,7 +321,8 @@ def run_case(label: str, data_dirs: Dict[str, str], cap: int, small: bool, round
             "gemm_x_roofline": statistics.median(g / r for g, r in zip(gemm_times, roof)),
             "step_over_gemm": statistics.median(t / g for t, g in zip(times, gemm_times)),
             "peak_mib": peak_mib, "read_s_per_batch": read, "input_over_step": step_s / read, "note": note,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "malloc_tuned": malloc_tuned,
+            "minor_faults_per_step": statistics.median(faults)}
 
 
 def _write_data(root: Path, rows: int, cap: int) -> Dict[str, str]:
@@ -328,25 +351,42 @@ def table(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def _line(row: Dict[str, Any]) -> str:
+    return (f"{row['case']}: batch {row['batch']}, {row['fields']} fields x {row['dim']}, "
+            f"{row['samples_per_s']:,.0f} samples per CPU-s, {row['mflop_per_sample']:.1f} MFLOP/sample, "
+            f"{row['x_roofline']:.2f}x roofline (GEMM {row['gemm_gflops']:.0f} GFLOP per CPU-s), its "
+            f"{row['gemm_calls']} GEMMs alone {row['gemm_x_roofline']:.2f}x roofline, step / GEMMs alone "
+            f"{row['step_over_gemm']:.2f}, peak +{row['peak_mib']:,.0f} MiB, "
+            f"{row['minor_faults_per_step']:,.0f} minor faults/step (malloc tuned: {row['malloc_tuned']}), "
+            f"input {1 / row['read_s_per_batch']:,.1f} batches per CPU-s = "
+            f"{row['input_over_step']:.1f}x the step rate {row['note']}")
+
+
 def main(argv=None) -> List[Dict[str, Any]]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--small", action="store_true", help=f"batch 32, {', '.join(SMALL_CASES)} only, in-process")
     p.add_argument("--only", default=None, help="comma-separated case labels (default: all)")
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="steps per window (the best counts: a shared box)")
+    p.add_argument("--batch", type=int, default=None, help="override the presets' batch (default: theirs)")
     p.add_argument("--cap", type=int, default=100_000, help="rows per table (the reader's id space)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads of the dense step")
+    p.add_argument("--no-tune-malloc", action="store_true", help="as train.tune_malloc=false (default: tuned, "
+                   "as `train` runs)")
+    p.add_argument("--compare-malloc", type=int, default=0, metavar="N",
+                   help="N alternating pairs of case processes, tuned and not: the ratio of their step times")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case, print its JSON
     p.add_argument("--data", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     rounds = a.rounds or (1 if a.small else 3)
     steps = a.steps or (1 if a.small else 3)
-    batch = 32 if a.small else None
+    batch = 32 if a.small else a.batch
+    tune = not a.no_tune_malloc
     if a.case:
         dirs = json.loads(a.data)
         with tempfile.TemporaryDirectory(prefix="bench_arch_") as tmp:
-            row = run_case(a.case, dirs, a.cap, a.small, rounds, steps, batch, Path(tmp), a.threads)
+            row = run_case(a.case, dirs, a.cap, a.small, rounds, steps, batch, Path(tmp), a.threads, tune)
         print("ROW " + json.dumps(row))
         return [row]
     labels = [x.strip() for x in a.only.split(",")] if a.only else list(SMALL_CASES if a.small else CASES)
@@ -355,32 +395,43 @@ def main(argv=None) -> List[Dict[str, Any]]:
         p.error(f"unknown case(s) {unknown}; known: {', '.join(CASES)}")
     print(f"machine: {common.machine()}")
     print(f"settings: {a.threads} thread(s) per dense step, CPU-time clocks, {rounds} round(s) x best of {steps} "
-          f"steps, tables capped at {a.cap} rows")
-    rows_needed = (4 if a.small else 6) * (32 if a.small else 4096)
+          f"steps, tables capped at {a.cap} rows, train.tune_malloc={str(tune).lower()}")
+    rows_needed = (4 if a.small else 6) * (32 if a.small else max(4096, batch or 0))
     results: List[Dict[str, Any]] = []
+
+    def run(label: str, dirs: Dict[str, str], tuned: bool) -> Dict[str, Any]:
+        if a.small:  # in-process: fast enough for the smoke test (peak memory then includes earlier cases)
+            with tempfile.TemporaryDirectory(prefix="bench_arch_") as case_tmp:
+                return run_case(label, dirs, a.cap, True, rounds, steps, batch, Path(case_tmp), a.threads, tuned)
+        cmd = [sys.executable, __file__, "--case", label, "--data", json.dumps(dirs), "--cap", str(a.cap),
+               "--rounds", str(rounds), "--steps", str(steps), "--threads", str(a.threads)]
+        cmd += (["--batch", str(batch)] if batch else []) + ([] if tuned else ["--no-tune-malloc"])
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+        if proc.returncode != 0:
+            raise SystemExit(f"{label}: failed\n{proc.stderr[-3000:]}")
+        return json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("ROW "))[4:])
+
     with tempfile.TemporaryDirectory(prefix="bench_arches_") as tmp:
         dirs = _write_data(Path(tmp), rows_needed, a.cap)
         for label in labels:
+            if a.compare_malloc:
+                ratios = []
+                for i in range(a.compare_malloc):  # alternating order: tuned first in even pairs
+                    pair = {}
+                    for tuned in ((True, False) if i % 2 == 0 else (False, True)):
+                        t = time.perf_counter()
+                        pair[tuned] = run(label, dirs, tuned)
+                        print(f"pair {i}, tuned {tuned}: {_line(pair[tuned])} "
+                              f"[{time.perf_counter() - t:.0f} s, load {os.getloadavg()[0]:.1f}]", flush=True)
+                    ratios.append(pair[False]["step_s"] / pair[True]["step_s"])
+                    results.append(pair[True])
+                print(f"{label}: ratio step CPU time glibc default / tune_malloc (> 1: tuning helps): median "
+                      f"{statistics.median(ratios):.2f} (pairs {', '.join(f'{r:.2f}' for r in ratios)})", flush=True)
+                continue
             t = time.perf_counter()
-            if a.small:  # in-process: fast enough for the smoke test (peak memory then includes earlier cases)
-                with tempfile.TemporaryDirectory(prefix="bench_arch_") as case_tmp:
-                    row = run_case(label, dirs, a.cap, True, rounds, steps, batch, Path(case_tmp), a.threads)
-            else:
-                cmd = [sys.executable, __file__, "--case", label, "--data", json.dumps(dirs), "--cap", str(a.cap),
-                       "--rounds", str(rounds), "--steps", str(steps), "--threads", str(a.threads)]
-                proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
-                if proc.returncode != 0:
-                    raise SystemExit(f"{label}: failed\n{proc.stderr[-3000:]}")
-                row = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("ROW "))[4:])
+            row = run(label, dirs, tune)
             results.append(row)
-            print(f"{label}: batch {row['batch']}, {row['fields']} fields x {row['dim']}, "
-                  f"{row['samples_per_s']:,.0f} samples per CPU-s, {row['mflop_per_sample']:.1f} MFLOP/sample, "
-                  f"{row['x_roofline']:.2f}x roofline (GEMM {row['gemm_gflops']:.0f} GFLOP per CPU-s), its "
-                  f"{row['gemm_calls']} GEMMs alone {row['gemm_x_roofline']:.2f}x roofline, step / GEMMs alone "
-                  f"{row['step_over_gemm']:.2f}, "
-                  f"peak +{row['peak_mib']:,.0f} MiB, input {1 / row['read_s_per_batch']:,.1f} batches per CPU-s = "
-                  f"{row['input_over_step']:.1f}x the step rate {row['note']} "
-                  f"[{time.perf_counter() - t:.0f} s, load {os.getloadavg()[0]:.1f}]", flush=True)
+            print(f"{_line(row)} [{time.perf_counter() - t:.0f} s, load {os.getloadavg()[0]:.1f}]", flush=True)
     print(table(results))
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))

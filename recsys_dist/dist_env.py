@@ -118,11 +118,17 @@ def set_threads(requested: int | None, local_world_size: int) -> int:
     return n
 
 
+def setup_compute(train: TrainConfig, local_world_size: int) -> tuple[int, bool]:
+    """The process's compute settings: the intra-op threads and (train.tune_malloc) freed memory kept in the
+    process. Benchmarks that time a step call this too, so they measure what `train` runs. Returns the threads
+    and whether the allocator was tuned."""
+    threads = set_threads(train.threads, local_world_size)
+    tuned = keep_freed_memory() if train.tune_malloc else False
+    return threads, tuned
+
+
 def setup_process(train: TrainConfig) -> tuple[DistEnv, int]:
-    """What every job command does first: join the job, set the intra-op threads, and (train.tune_malloc) keep
-    freed memory in the process. Returns the env and the threads."""
+    """What every job command does first: join the job, then `setup_compute`. Returns the env and the threads."""
     env = init_distributed(train.device)
-    threads = set_threads(train.threads, env.local_world_size)
-    if train.tune_malloc:
-        keep_freed_memory()
+    threads, _ = setup_compute(train, env.local_world_size)
     return env, threads

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from recsys_dist.malloc import _glibc
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
@@ -59,10 +61,14 @@ def test_dense_arch_small_runs_checks_equal_logits_and_prints_its_ratio():
 
 def test_arches_small_prints_a_row_per_case_with_every_column():
     """bench_arches.py --small: DLRM, xDeepFM and an OptInter retrain (an exported search architecture, cross ids
-    made at batch time) each give samples/s, FLOPs, roofline ratio, peak memory and input / step."""
+    made at batch time) each give samples/s, FLOPs, roofline ratio, peak memory and input / step; and each case
+    ran with the allocator tuned as `train` runs (dist_env.setup_compute): without it every row says False."""
     p = subprocess.run([sys.executable, str(BENCH / "bench_arches.py"), "--small"], capture_output=True, text=True,
                        timeout=900)
     assert p.returncode == 0, p.stderr[-2000:]
+    if _glibc() is not None:
+        tuned = [x for x in p.stdout.splitlines() if "malloc tuned: " in x]
+        assert len(tuned) == 3 and all("malloc tuned: True" in x for x in tuned), p.stdout
     rows = [x for x in p.stdout.splitlines() if x.startswith("| ") and not x.startswith("| case")]
     assert [r.split(" | ")[0][2:] for r in rows] == ["dlrm", "xdeepfm", "optinter retrain"]
     for r in rows:
