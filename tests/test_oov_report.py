@@ -103,3 +103,31 @@ def test_train_ids_merge_blocks_exactly():
     for block in np.array_split(val_values, 23):
         val.add(block)
     assert val.unseen_in(ids) == (int((~np.isin(val_values, train)).sum()), val_values.size)
+
+
+def test_criteo_hashed_prepare_reports_values_unseen_in_train(tmp_path, capsys):
+    """`prepare` (Criteo, categorical=hash, day split) counts per val / test split and field the values whose
+    hashed id no train value had, as the own-data path does. Would catch: the report missing for Criteo (it was),
+    empty cells counted as values, the per-file ids not merged (train day_0 + day_1 vs the last day), or repeats
+    of an unseen value counted once."""
+    base = [f"{i:08x}" for i in range(1, 27)]
+
+    def line(c1: str, c2: str) -> str:
+        return row(1, cats=[c1, c2] + base[2:])
+
+    raw = tmp_path / "raw"
+    write(raw / "day_0", [line("000000aa", "00000001"), line("000000bb", "")])
+    write(raw / "day_1", [line("000000cc", "00000002")])
+    # day_2: val = lines 1-3, test = lines 4-6
+    write(raw / "day_2", [line("000000aa", "00000001"), line("000000dd", "00000009"), line("000000dd", ""),
+                          line("000000cc", "00000002"), line("000000ee", "00000001"), line("000000bb", "")])
+    assert main(["prepare", "--input", str(raw), "--out", str(tmp_path / "out"), "--workers", "1"]) == 0
+    out, err = capsys.readouterr()
+    report = Metadata.load(tmp_path / "out").source["oov_hashed"]
+    assert report["val"]["C1"] == {"oov": 2, "of": 3, "share": round(2 / 3, 6)}  # dd twice
+    assert report["val"]["C2"] == {"oov": 1, "of": 2, "share": 0.5}  # 9; the empty cell is no value
+    assert report["test"]["C1"] == {"oov": 1, "of": 3, "share": round(1 / 3, 6)}  # ee
+    assert report["test"]["C2"] == {"oov": 0, "of": 2, "share": 0.0}
+    assert report["val"]["C3"] == {"oov": 0, "of": 3, "share": 0.0}
+    assert "  val    hashed ids unseen in train: mean " in out and "worst C1 66.7%" in out
+    assert "prepare: warning: val: C1 66.7% (2 of 3), C2 50.0% (1 of 2) with a hashed id no train value had" in err

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from recsys_dist.cli import main
 from recsys_dist.data.metadata import Metadata
-from tests.test_prepare import row, write
+from test_prepare import row, write
 
 
 def _no_dataset(out: Path) -> None:

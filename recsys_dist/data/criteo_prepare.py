@@ -54,7 +54,7 @@ from recsys_dist.data import criteo_encode as enc
 from recsys_dist.data.bad_rows import BAD_ROWS_FILE, BadRows, PrepareError
 from recsys_dist.data.criteo_schema import CATEGORICAL_NAMES, COLUMNS, DENSE_NAMES, NUM_COLUMNS
 from recsys_dist.data.metadata import METADATA_FILE, SPLITS, Metadata, SparseFeature, SplitInfo
-from recsys_dist.data.oov_report import OovCounter
+from recsys_dist.data.oov_report import OovCounter, SeenIds, TrainIds, unseen_hashed
 from recsys_dist.data.parquet_parts import PartWriter, remove_temp_files
 from recsys_dist.data import raw_files
 from recsys_dist.data.raw_files import count_lines, expand_inputs
@@ -183,6 +183,7 @@ def _process(task: _Task) -> Dict[str, Any]:
     stats = _DenseStats()  # write mode: transformed train values; count mode with minmax: raw train lo / hi
     clipped = {s: [0] * len(DENSE_NAMES) for s in SPLITS}
     oov = OovCounter()
+    hashed = _hashed_ids(task.hash_cap) if task.mode == "write" and task.categorical == "hash" else None
     writers: Dict[str, PartWriter] = {}
     rng = np.random.default_rng([task.split[3], task.index]) if task.split[0] == "ratio" else None
     stream = _open(task.path)
@@ -211,6 +212,9 @@ def _process(task: _Task) -> Dict[str, Any]:
                         continue
                     if name == "train":
                         _update_stats(stats, task, sub)
+                    if hashed is not None:  # the values' ids (empty cells are not values)
+                        for f, field_name in enumerate(CATEGORICAL_NAMES):
+                            hashed[name][field_name].add(sub[field_name][~sub["_cempty"][f]])
                     if task.vocab is not None:
                         for field_name in CATEGORICAL_NAMES:
                             ids = sub[field_name]
@@ -241,10 +245,16 @@ def _process(task: _Task) -> Dict[str, Any]:
              for name, w in writers.items() for p in w.parts]
     out: Dict[str, Any] = {"index": task.index, "parts": parts, "bad": bad.as_dict(), "lines": reader.lines,
                            "stats": asdict(stats), "log": str(log) if log else None, "clipped": clipped,
-                           "oov": oov.counts}
+                           "oov": oov.counts, "hashed": hashed}
     if counters is not None:
         out["counts"] = [c.result() for c in counters]
     return out
+
+
+def _hashed_ids(hash_cap: int) -> Dict[str, Dict[str, Any]]:
+    """Per split and field, the hashed ids of the values: train's as a bitset (its ids are < hash_cap), val /
+    test's with counts (oov_report: the unseen-value report of both prepares)."""
+    return {s: {f: SeenIds(hash_cap) if s == "train" else TrainIds() for f in CATEGORICAL_NAMES} for s in SPLITS}
 
 
 def _bad_log_name(index: int) -> str:
@@ -312,6 +322,8 @@ def _encode_batch(task: _Task, rows: raw_files.Rows, bad: BadRows) -> Tuple[np.n
         cols["_empty"] = np.stack(empty)
         return keep, {"_raw": _RowsView(cols["_raw"]), "_empty": _RowsView(cols["_empty"]),
                       **{k: v for k, v in cols.items() if k not in ("_raw", "_empty")}}
+    if task.categorical == "hash":
+        cols["_cempty"] = _RowsView(np.stack(empty))
     for f, name in enumerate(CATEGORICAL_NAMES):
         if task.categorical == "hash":
             cols[name] = np.where(empty[f], 0, raw[f] % task.hash_cap)
@@ -516,8 +528,12 @@ def _prepare_criteo(cfg: PrepareConfig, progress: bool) -> Metadata:
         bad.merge(r["bad"])
     bad.require_train_rows([f.path for f in files],
                            {s: sum(p["rows"] for r in results for p in r["parts"] if p["split"] == s) for s in SPLITS})
+    hashed = _hashed_ids(cfg.hash_cap) if cfg.categorical == "hash" else None
     for r in results:  # in input order: part numbers follow the input files
         oov.merge(r["oov"])
+        for s, fields in (r["hashed"] or {}).items():
+            for name, ids in fields.items():
+                hashed[s][name].merge(ids)  # type: ignore[index]
         st = r["stats"]
         stats.n += st["n"]
         for i in range(len(DENSE_NAMES)):
@@ -560,7 +576,8 @@ def _prepare_criteo(cfg: PrepareConfig, progress: bool) -> Metadata:
                 "lines": sum(r["lines"] for r in results),
                 "bucket_low": enc.BUCKET_LOW if cfg.dense == "bucketize" else None,
                 **(_minmax_source(minmax, results) if minmax is not None else {}),
-                **({"oov": oov.as_dict(list(SPLITS), list(CATEGORICAL_NAMES))} if vocabs is not None else {})},
+                **({"oov": oov.as_dict(list(SPLITS), list(CATEGORICAL_NAMES))} if vocabs is not None else {}),
+                **({"oov_hashed": unseen_hashed(hashed, list(CATEGORICAL_NAMES))} if hashed is not None else {})},
         dense_transform=cfg.dense,
         dense_stats=dense_stats,
         bad_rows=bad.as_dict(),

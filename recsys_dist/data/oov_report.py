@@ -7,9 +7,9 @@ min_count times. Written by both prepares to metadata.source.oov and printed by 
 A val / test share far above train's says the split holds values the model never learned (new users, new ads):
 the printed warning names the fields above WARN_SHARE.
 
-Hashed fields (own data, `hash_cap`) have no vocabulary; for them the schema prepare counts, per val / test split,
+Hashed fields (own data's `hash_cap`, Criteo's categorical=hash) have no vocabulary; for them both prepares count, per val / test split,
 the values whose hashed id no train value had (TrainIds: each split's distinct ids with counts, compared at the
-end of the writing pass), i.e.
+end of the writing pass; Criteo's train ids as a SeenIds bitset of hash_cap bits), i.e.
 rows that meet a never-trained embedding row, in metadata.source.oov_hashed with the same layout ("oov" = unseen).
 A value unseen in train that collides with a train value's id counts as seen: the share is a lower bound of the
 unseen values' share, and the number that matters to the model (its row was trained).
@@ -84,7 +84,17 @@ class TrainIds:
             self._ids = u
             self._parts, self._part_counts, self._pending = [], [], 0
 
-    def unseen_in(self, train: "TrainIds") -> "tuple[int, int]":
+    def merge(self, other: "TrainIds") -> None:
+        """Adds another TrainIds' ids and counts (the same split of another input file)."""
+        other._merge()
+        if other._ids.size:
+            self._parts.append(other._ids)
+            self._part_counts.append(other._counts)
+            self._pending += other._ids.size
+            if self._pending > max(1 << 16, self._ids.size):
+                self._merge()
+
+    def unseen_in(self, train: "TrainIds | SeenIds") -> "tuple[int, int]":
         """(values of this split whose id `train` never had, values of this split)."""
         self._merge()
         return int(self._counts[~train.seen(self._ids)].sum()), int(self._counts.sum())
@@ -96,6 +106,46 @@ class TrainIds:
             return np.zeros(ids.shape, dtype=bool)
         pos = np.minimum(np.searchsorted(self._ids, ids), self._ids.size - 1)
         return self._ids[pos] == ids
+
+
+class SeenIds:
+    """The train split's ids of a hashed field whose ids are < `cap` (Criteo's hash_cap), as a bitset: cap / 8 bytes
+    whatever the number of rows or distinct values (the train split is the big one). Answers `seen` like TrainIds,
+    so a val / test TrainIds counts its unseen values against it."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = int(cap)
+        self.bits: "np.ndarray | None" = None  # allocated at the first id
+
+    def add(self, ids: np.ndarray) -> None:
+        if ids.size:
+            if self.bits is None:
+                self.bits = np.zeros((self.cap + 7) // 8, dtype=np.uint8)
+            ids = ids.astype(np.int64, copy=False)
+            np.bitwise_or.at(self.bits, ids >> 3, (1 << (ids & 7)).astype(np.uint8))
+
+    def merge(self, other: "SeenIds") -> None:
+        if other.bits is not None:
+            if self.bits is None:
+                self.bits = other.bits.copy()
+            else:
+                self.bits |= other.bits
+
+    def seen(self, ids: np.ndarray) -> np.ndarray:
+        if self.bits is None:
+            return np.zeros(ids.shape, dtype=bool)
+        ids = ids.astype(np.int64, copy=False)
+        return ((self.bits[ids >> 3] >> (ids & 7).astype(np.uint8)) & 1).astype(bool)
+
+
+def unseen_hashed(ids: "Dict[str, Dict[str, TrainIds | SeenIds]]",
+                  fields: List[str]) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """metadata.source.oov_hashed: per val / test split and hashed field, the values whose id train never had."""
+    counter = OovCounter()
+    for split in ("val", "test"):
+        for f in fields:
+            counter.add(split, f, *ids[split][f].unseen_in(ids["train"][f]))  # type: ignore[union-attr]
+    return counter.as_dict(["val", "test"], fields)
 
 
 _VOCAB = ("out of the train vocabulary (OOV)", "vocab field(s)", "out of the train vocabulary", "values the model "

@@ -61,7 +61,7 @@ from recsys_dist.data.bad_rows import BAD_ROWS_FILE, BadRows, PrepareError
 from recsys_dist.data.metadata import METADATA_FILE, SPLITS, Metadata, SparseFeature, SplitInfo
 from recsys_dist.data import numeric_transforms
 from recsys_dist.data.numeric_transforms import ClipCounter, NumericFit
-from recsys_dist.data.oov_report import OOV_ID, OovCounter, TrainIds
+from recsys_dist.data.oov_report import OOV_ID, OovCounter, TrainIds, unseen_hashed
 from recsys_dist.data.parquet_parts import Part, PartWriter, remove_temp_files
 from recsys_dist.data.raw_files import BadLine, LineReader, Rows, expand_inputs, open_raw
 from recsys_dist.data.schema_file import CategoricalSpec, Schema, SchemaError, load_schema, rule_holds
@@ -372,15 +372,6 @@ def _hashed_ids(spec: CategoricalSpec, block: _Block) -> np.ndarray:
     return _ids(spec, keys[~empty], empty[~empty], {})
 
 
-def _unseen_hashed(ids: Dict[str, Dict[str, TrainIds]], fields: List[str]) -> Dict[str, Dict[str, Dict[str, float]]]:
-    """metadata.source.oov_hashed: per val / test split and hashed field, the values whose id train never had."""
-    counter = OovCounter()
-    for split in ("val", "test"):
-        for f in fields:
-            counter.add(split, f, *ids[split][f].unseen_in(ids["train"][f]))
-    return counter.as_dict(["val", "test"], fields)
-
-
 def _split_writer(folder: Path, schema: pa.Schema, rows_per_file: int) -> PartWriter:
     """Rows of one split -> .tmp-part-NNNNN.parquet files of <= rows_per_file rows, in row groups of ROW_GROUP_ROWS
     (renamed part-NNNNN.parquet by _split_info once all are written)."""
@@ -619,7 +610,7 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
                             for n in schema.dense()},
                 "numeric_clipped": clip_counter.as_dict(list(SPLITS), [n.name for n in schema.dense()]),
                 "oov": oov.as_dict(list(SPLITS), [c.name for c in vocab_fields]),
-                "oov_hashed": _unseen_hashed(hashed_ids, [c.name for c in hashed_fields]),
+                "oov_hashed": unseen_hashed(hashed_ids, [c.name for c in hashed_fields]),
                 "cross_pairs": [f"{a},{b}" for a, b in schema.cross_pairs]},
         dense_transform=transforms[0] if len(transforms) == 1 else ("mixed" if transforms else "none"),
         dense_stats=dense_stats,
