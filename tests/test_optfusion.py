@@ -416,3 +416,34 @@ def test_parallel_dag_equals_the_dcn_arch_on_the_same_weights():
         linears[3].bias.copy_(arch.output.bias)
     dense, emb = _batch(inputs, seed=2)
     assert torch.allclose(arch(dense, emb), dcn(dense, emb), rtol=1e-10, atol=1e-12)
+
+
+def test_search_step_allocates_no_stack_of_the_fusion_inputs():
+    """Per-step temporaries (issue 17): the fusion operations work on each input [B, d], never on a [B, m, d] stack
+    of them. Defect caught: a stack, its masked copy, ATT's projection of it or their gradients (m up to 8 inputs:
+    at the preset, batch 4096 and d = 1560, 49-390 MiB each, ~190 per step, every one above glibc's 32 MiB mmap
+    threshold and so mmapped and page-faulted again every step). No allocation of a search step (forward, backward,
+    Adam) reaches 2 x [B, d] here; with the stacked operations the largest is 8 x [B, d]."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_arch_memory import step_allocations
+
+    torch.manual_seed(0)
+    inputs = _inputs(2, 3, 4)  # d = 5 fields x 4 = 20; parameters stay far below B x d
+    arch = OptFusionArch(inputs, num_components=3)
+    B, d = 512, 20
+    dense, emb = torch.rand(B, 2), torch.randn(B, 3, 4, requires_grad=True)
+    opt = torch.optim.Adam(arch.parameters())
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        arch(dense, emb).sum().backward()
+        opt.step()
+
+    step()
+    allocs, _ = step_allocations(step)
+    assert len(allocs) > 100, len(allocs)  # the profiler saw the step
+    largest = max(allocs)
+    assert largest[0] < 2 * B * d * 4, f"{largest[0]} bytes by {largest[1]} (>= 2 x [B, d] = {2 * B * d * 4})"

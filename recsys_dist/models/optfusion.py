@@ -177,7 +177,7 @@ class OptFusionArch(DenseArch):
             elif c == "S0":  # one input (E), no operation
                 xin = x0 * m[0] if m is not None else x0
             else:
-                x = torch.stack([outs[s] for s in srcs], dim=1)  # [B, m, d]
+                x = [outs[s] for s in srcs]  # m inputs [B, d] (no [B, m, d] stack: fusion_ops)
                 w = p[self._beta_row[c]] if self.searching else getattr(self, f"op_weights_{c}")
                 xin = self.fusion[c](x, m, w)  # eq. 13
             kind = self.space.kind(c)
