@@ -153,3 +153,27 @@ def test_arches_flops_count_the_cin_weight_gradient_and_cpu_fused_attention():
         *e.view(B, 3, H, N, d).unbind(1)).sum((1, 2, 3)))
     counted = bench_arches.count_flops(attend, torch.zeros(B, 0), torch.randn(B, 3 * H * N * d, requires_grad=True))
     assert counted == sdpa_flop_count(shape, shape, shape) + sdpa_backward_flop_count(shape, shape, shape, shape)
+
+
+def test_fusion_ops_small_checks_equal_values_and_prints_its_ratio():
+    """bench_fusion_ops.py: OptFusion's per-input fusion against the former stacked formulas; the outputs and
+    gradients must agree (a wrong per-input formula shows as a large difference) and the ratio line prints."""
+    p = subprocess.run([sys.executable, str(BENCH / "bench_fusion_ops.py"), "--batch", "64", "--dim", "40",
+                        "--rounds", "2"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    settings = next(x for x in p.stdout.splitlines() if x.startswith("settings:"))
+    out_diff = float(settings.split("output ")[1].split(",")[0])
+    grad_diff = float(settings.rsplit(" ", 1)[1])
+    assert out_diff < 1e-5 and grad_diff < 1e-4, settings
+    assert float(p.stdout.strip().splitlines()[-1].rsplit(":", 1)[1]) > 0
+
+
+def test_arch_memory_lists_each_case_allocations():
+    """bench_arch_memory.py --only dcn: one row with the step's peak, the largest allocation and the op that made
+    it (a profiler walk that finds no allocation would print 0 allocations)."""
+    p = subprocess.run([sys.executable, str(BENCH / "bench_arch_memory.py"), "--only", "dcn"], capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    line = next(x for x in p.stdout.splitlines() if x.startswith("dcn: batch 128"))
+    assert int(line.split(" allocations")[0].rsplit(" ", 1)[1]) > 50, line
+    assert "aten::" in line and "0 over 32 MiB" in line, line
