@@ -65,6 +65,7 @@ ROW_GROUP_ROWS = 32768  # output row group (~a block of rows), whatever a split'
 PARALLEL_MIN_BYTES = 64 << 20  # one worker process per this much input (up to `workers`)
 SPLIT_OPTIONS = ("auto", "day", "ratio", "criteo_kaggle", "criteo_terabyte")
 DENSE_OPTIONS = ("log", "bucketize", "minmax")
+BITSET_MAX_IDS = 1 << 27  # train's hashed ids as a bitset up to this hash_cap (16 MB per field), else distinct ids
 KAGGLE_DAYS = 7  # Criteo Kaggle's train.txt holds 7 days in time order (DLRM cuts it into 7 equal parts)
 TERABYTE_DAYS = 24  # Criteo Terabyte: day_0 .. day_23
 _DAY = re.compile(r"^day_(\d+)(\.gz)?$")
@@ -252,9 +253,11 @@ def _process(task: _Task) -> Dict[str, Any]:
 
 
 def _hashed_ids(hash_cap: int) -> Dict[str, Dict[str, Any]]:
-    """Per split and field, the hashed ids of the values: train's as a bitset (its ids are < hash_cap), val /
-    test's with counts (oov_report: the unseen-value report of both prepares)."""
-    return {s: {f: SeenIds(hash_cap) if s == "train" else TrainIds() for f in CATEGORICAL_NAMES} for s in SPLITS}
+    """Per split and field, the hashed ids of the values: train's as a bitset (its ids are < hash_cap) up to
+    BITSET_MAX_IDS, else as distinct ids; val / test's with counts (oov_report: both prepares' unseen-value report)."""
+    bitset = hash_cap <= BITSET_MAX_IDS
+    return {s: {f: SeenIds(hash_cap) if s == "train" and bitset else TrainIds() for f in CATEGORICAL_NAMES}
+            for s in SPLITS}
 
 
 def _bad_log_name(index: int) -> str:
