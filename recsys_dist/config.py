@@ -139,6 +139,7 @@ class PrepareConfig:
     min_count: int = 2
     dense: str = "log"  # log (log(x+1), negatives clamped) | bucketize (floor(log(x)^2) for x > 2: categorical)
     #                    | minmax ((x - min) / (max - min) over the train split, clipped to [0, 1]: OptInter eq. 20)
+    #                    | standardize ((x - mean) / std over the train split, clipped to +-5: as own data)
     split: str = "auto"  # day (last day halves into val / test) | ratio | auto (day if several days) | criteo_kaggle
     #                      (train.txt as 7 days: 1-6 train, 7 halves val / test) | criteo_terabyte (day 23 val / test)
     val_ratio: float = 0.05

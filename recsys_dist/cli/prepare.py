@@ -3,7 +3,8 @@ schema file (--schema, see docs/own_data.md), into Parquet shards + metadata.jso
 
 Categorical fields: hash (id = int(hex, 16) mod prepare.hash_cap, empty -> 0) or vocab (0 empty, 1 OOV, 2.. values
 seen >= prepare.min_count times in the train split). Dense fields: log (ln(1 + max(x, 0))), bucketize
-(floor(ln(x)^2) for x > 2, as sparse features) or minmax ((x - min) / (max - min), train min / max, clipped). Split: day (last day halves into val / test), ratio (seeded), auto,
+(floor(ln(x)^2) for x > 2, as sparse features) or minmax ((x - min) / (max - min), train min / max, clipped) or standardize ((x - mean) / std, train
+statistics, clipped to +-5). Split: day (last day halves into val / test), ratio (seeded), auto,
 criteo_kaggle, criteo_terabyte. Bad rows are counted, skipped and recorded (file:line: reason): every one in
 OUT/bad_rows.jsonl, the counts and first ones in metadata.json and on stderr; --strict stops at the first one
 instead. A truncated or corrupt .gz keeps the rows before the damage and is reported apart.
@@ -40,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strict", action="store_true", default=None, help="fail at the first bad row (prepare.strict)")
     p.add_argument("--workers", type=bounded(int, "prepare.workers"), help="processes, 0 = one per core (prepare.workers)")
     p.add_argument("--categorical", choices=("hash", "vocab"), help="prepare.categorical")
-    p.add_argument("--dense", choices=("log", "bucketize", "minmax"), help="prepare.dense")
+    p.add_argument("--dense", choices=("log", "bucketize", "minmax", "standardize"), help="prepare.dense")
     p.add_argument("--schema", metavar="YAML", help="own CSV / Parquet data: its schema file (prepare.schema); "
                    "the Criteo options above then do not apply")
 

@@ -20,7 +20,9 @@ val / test (the `day` split, with the files checked). Vocabularies and dense sta
 
 Dense transforms: `log`, `bucketize`, `minmax` (OptInter's eq. 20: (x - min) / (max - min) with the min / max of
 each field's non-empty train values, found in the counting pass; val / test values outside that range are clipped to
-0 / 1 and counted per split in metadata.source.minmax_clipped; empty -> 0).
+0 / 1 and counted per split in metadata.source.minmax_clipped; empty -> 0), `standardize` (the own-data transform of
+numeric_transforms: (x - mean) / std of the train split's raw values, clipped to +-5; metadata.source.numeric and
+numeric_clipped as for own data).
 
 Bad rows (docs/data.md, "Bad rows": the exact grammar): invalid UTF-8, a NUL byte, a CR inside a line, an empty
 line, a line longer than a block, a wrong column count, a label not 0/1, a dense field not `-?[0-9]+` within int64,
@@ -54,6 +56,8 @@ from recsys_dist.data import criteo_encode as enc
 from recsys_dist.data.bad_rows import BAD_ROWS_FILE, BadRows, PrepareError
 from recsys_dist.data.criteo_schema import CATEGORICAL_NAMES, COLUMNS, DENSE_NAMES, NUM_COLUMNS
 from recsys_dist.data.metadata import METADATA_FILE, SPLITS, Metadata, SparseFeature, SplitInfo
+from recsys_dist.data import numeric_transforms
+from recsys_dist.data.numeric_transforms import ClipCounter, NumericFit
 from recsys_dist.data.oov_report import OovCounter, SeenIds, TrainIds, unseen_hashed
 from recsys_dist.data.parquet_parts import PartWriter, remove_temp_files
 from recsys_dist.data import raw_files
@@ -64,7 +68,7 @@ BLOCK_BYTES = 8 << 20  # raw read block (~32k Criteo rows): the unit of parsing 
 ROW_GROUP_ROWS = 32768  # output row group (~a block of rows), whatever a split's share of a block
 PARALLEL_MIN_BYTES = 64 << 20  # one worker process per this much input (up to `workers`)
 SPLIT_OPTIONS = ("auto", "day", "ratio", "criteo_kaggle", "criteo_terabyte")
-DENSE_OPTIONS = ("log", "bucketize", "minmax")
+DENSE_OPTIONS = ("log", "bucketize", "minmax", "standardize")
 BITSET_MAX_IDS = 1 << 27  # train's hashed ids as a bitset up to this hash_cap (16 MB per field), else distinct ids
 KAGGLE_DAYS = 7  # Criteo Kaggle's train.txt holds 7 days in time order (DLRM cuts it into 7 equal parts)
 TERABYTE_DAYS = 24  # Criteo Terabyte: day_0 .. day_23
@@ -118,6 +122,7 @@ class _Task:
     rows_per_file: int = 1000000
     vocab: Optional[List[enc.Vocab]] = None  # write mode with categorical=vocab: one per field
     minmax: Optional[List[Tuple[float, float]]] = None  # write mode with dense=minmax: train (min, max) per field
+    fits: Optional[List[NumericFit]] = None  # write mode with dense=standardize: train mean / std per field
 
 
 @dataclass
@@ -184,6 +189,8 @@ def _process(task: _Task) -> Dict[str, Any]:
     stats = _DenseStats()  # write mode: transformed train values; count mode with minmax: raw train lo / hi
     clipped = {s: [0] * len(DENSE_NAMES) for s in SPLITS}
     oov = OovCounter()
+    fits = [NumericFit() for _ in DENSE_NAMES]  # count mode with standardize: raw train values
+    clip_counter = ClipCounter()  # write mode with standardize
     hashed = _hashed_ids(task.hash_cap) if task.mode == "write" and task.categorical == "hash" else None
     writers: Dict[str, PartWriter] = {}
     rng = np.random.default_rng([task.split[3], task.index]) if task.split[0] == "ratio" else None
@@ -210,6 +217,9 @@ def _process(task: _Task) -> Dict[str, Any]:
                                 c.add(sub["_raw"][f][~sub["_empty"][f]])
                             if task.dense == "minmax":
                                 _update_range(stats, sub)
+                            if task.dense == "standardize":
+                                for i, fit in enumerate(fits):
+                                    fit.add(sub["_draw"][i][~sub["_dempty"][i]])
                         continue
                     if name == "train":
                         _update_stats(stats, task, sub)
@@ -220,6 +230,10 @@ def _process(task: _Task) -> Dict[str, Any]:
                         for field_name in CATEGORICAL_NAMES:
                             ids = sub[field_name]
                             oov.add(name, field_name, int((ids == enc.Vocab.OOV).sum()), ids.size)
+                    if "_dbelow" in sub:
+                        for i, field_name in enumerate(DENSE_NAMES):
+                            clip_counter.add(name, field_name, sub["_dbelow"][i], sub["_dabove"][i],
+                                             sub["_dempty_" + field_name])
                     if "_dclip" in sub:
                         for i, n_out in enumerate(sub["_dclip"].a.sum(axis=1).tolist()):
                             clipped[name][i] += int(n_out)
@@ -246,7 +260,8 @@ def _process(task: _Task) -> Dict[str, Any]:
              for name, w in writers.items() for p in w.parts]
     out: Dict[str, Any] = {"index": task.index, "parts": parts, "bad": bad.as_dict(), "lines": reader.lines,
                            "stats": asdict(stats), "log": str(log) if log else None, "clipped": clipped,
-                           "oov": oov.counts, "hashed": hashed}
+                           "oov": oov.counts, "hashed": hashed, "numeric_clipped": clip_counter.counts,
+                           "fits": [f.finish() for f in fits] if counting and task.dense == "standardize" else None}
     if counters is not None:
         out["counts"] = [c.result() for c in counters]
     return out
@@ -308,7 +323,7 @@ def _encode_batch(task: _Task, rows: raw_files.Rows, bad: BadRows) -> Tuple[np.n
         for name, (v, e) in zip(DENSE_NAMES, dense):
             cols[name] = enc.dense_log(v)
             cols["_dempty_" + name] = e
-    elif task.dense == "minmax" and task.mode == "count":  # the train range is what this pass finds
+    elif task.dense in ("minmax", "standardize") and task.mode == "count":  # the train statistics this pass finds
         cols["_draw"] = _RowsView(np.stack([v for v, _ in dense]))
         cols["_dempty"] = _RowsView(np.stack([e for _, e in dense]))
     elif task.dense == "minmax":
@@ -317,6 +332,14 @@ def _encode_batch(task: _Task, rows: raw_files.Rows, bad: BadRows) -> Tuple[np.n
             cols["_dempty_" + name] = e
         cols["_dclip"] = _RowsView(np.stack([~e & ((v < lo) | (v > hi))
                                              for (v, e), (lo, hi) in zip(dense, task.minmax)]))  # type: ignore
+    elif task.dense == "standardize":  # the own-data transform, with the train split's fits
+        below, above = [], []
+        for name, (v, e), fit in zip(DENSE_NAMES, dense, task.fits):  # type: ignore[arg-type]
+            cols[name], b, a = numeric_transforms.apply("standardize", v.astype(np.float64), e, fit)
+            cols["_dempty_" + name] = e
+            below.append(b)
+            above.append(a)
+        cols["_dbelow"], cols["_dabove"] = _RowsView(np.stack(below)), _RowsView(np.stack(above))
     else:
         for name, (v, e) in zip(DENSE_NAMES, dense):
             cols[name] = enc.bucketize(v, e)
@@ -355,7 +378,7 @@ def _update_range(st: _DenseStats, sub: Dict[str, Any]) -> None:
 
 
 def _update_stats(st: _DenseStats, task: _Task, sub: Dict[str, Any]) -> None:
-    if task.dense not in ("log", "minmax"):
+    if task.dense == "bucketize":
         return
     st.n += int(sub["label"].size)
     for i, name in enumerate(DENSE_NAMES):
@@ -496,13 +519,14 @@ def _prepare_criteo(cfg: PrepareConfig, progress: bool) -> Metadata:
             split_detail.update(val_test_file=f.path, val_lines=f"1-{(lines + 1) // 2}",
                                 test_lines=f"{(lines + 1) // 2 + 1}-{lines}")
 
-    def task(i: int, mode: str, vocab: Any = None, minmax: Any = None) -> _Task:
+    def task(i: int, mode: str, vocab: Any = None, minmax: Any = None, fits: Any = None) -> _Task:
         return _Task(i, files[i].path, mode, specs[i], cfg.categorical, cfg.dense, cfg.hash_cap, cfg.strict,
-                     str(out), cfg.rows_per_file, vocab, minmax)
+                     str(out), cfg.rows_per_file, vocab, minmax, fits)
 
     vocabs: Optional[List[enc.Vocab]] = None
     minmax: Optional[List[Tuple[float, float]]] = None
-    if cfg.categorical == "vocab" or cfg.dense == "minmax":  # pass 1: counts / dense range over the train split
+    fits: Optional[List[NumericFit]] = None
+    if cfg.categorical == "vocab" or cfg.dense in ("minmax", "standardize"):  # pass 1: counts / dense range over the train split
         count_files = [i for i in range(len(files)) if specs[i][0] != "halves"]
         counted = _run([task(i, "count") for i in count_files], workers, "prepare: train counts", progress)
         if cfg.categorical == "vocab":
@@ -515,7 +539,12 @@ def _prepare_criteo(cfg: PrepareConfig, progress: bool) -> Metadata:
         if cfg.dense == "minmax":
             minmax = [(min([r["stats"]["lo"][i] for r in counted], default=math.inf),
                        max([r["stats"]["hi"][i] for r in counted], default=-math.inf)) for i in range(len(DENSE_NAMES))]
-    results = _run([task(i, "write", vocabs, minmax) for i in range(len(files))], workers, "prepare", progress)
+        if cfg.dense == "standardize":  # the train split's mean / std per field, files combined in input order
+            fits = [NumericFit() for _ in DENSE_NAMES]
+            for r in counted:
+                for fit, part in zip(fits, r["fits"]):
+                    fit.merge(part)
+    results = _run([task(i, "write", vocabs, minmax, fits) for i in range(len(files))], workers, "prepare", progress)
 
     bad = BadRows(strict=False)
     with open(out / f".tmp-{BAD_ROWS_FILE}", "wb") as log:  # every file's bad rows, in input order
@@ -532,8 +561,10 @@ def _prepare_criteo(cfg: PrepareConfig, progress: bool) -> Metadata:
     bad.require_train_rows([f.path for f in files],
                            {s: sum(p["rows"] for r in results for p in r["parts"] if p["split"] == s) for s in SPLITS})
     hashed = _hashed_ids(cfg.hash_cap) if cfg.categorical == "hash" else None
+    clip_counter = ClipCounter()
     for r in results:  # in input order: part numbers follow the input files
         oov.merge(r["oov"])
+        clip_counter.merge(r["numeric_clipped"])
         for s, fields in (r["hashed"] or {}).items():
             for name, ids in fields.items():
                 hashed[s][name].merge(ids)  # type: ignore[index]
@@ -563,7 +594,7 @@ def _prepare_criteo(cfg: PrepareConfig, progress: bool) -> Metadata:
         else:
             sparse.append(SparseFeature(name, cfg.hash_cap, encoding="hash"))
     dense_stats: Dict[str, Dict[str, float]] = {}
-    if cfg.dense in ("log", "minmax") and stats.n:
+    if cfg.dense != "bucketize" and stats.n:
         for i, name in enumerate(DENSE_NAMES):
             mean = stats.s[i] / stats.n
             dense_stats[name] = {"mean": mean, "std": math.sqrt(max(stats.ss[i] / stats.n - mean * mean, 0.0)),
@@ -579,6 +610,9 @@ def _prepare_criteo(cfg: PrepareConfig, progress: bool) -> Metadata:
                 "lines": sum(r["lines"] for r in results),
                 "bucket_low": enc.BUCKET_LOW if cfg.dense == "bucketize" else None,
                 **(_minmax_source(minmax, results) if minmax is not None else {}),
+                **({"numeric": {n: {"transform": "standardize", "clip": numeric_transforms.DEFAULT_CLIP,
+                                    **fit.as_dict()} for n, fit in zip(DENSE_NAMES, fits)},
+                    "numeric_clipped": clip_counter.as_dict(list(SPLITS), list(DENSE_NAMES))} if fits else {}),
                 **({"oov": oov.as_dict(list(SPLITS), list(CATEGORICAL_NAMES))} if vocabs is not None else {}),
                 **({"oov_hashed": unseen_hashed(hashed, list(CATEGORICAL_NAMES))} if hashed is not None else {})},
         dense_transform=cfg.dense,

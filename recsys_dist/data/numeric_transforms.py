@@ -69,6 +69,18 @@ class NumericFit:
         self.count = total
         self.lo, self.hi = min(self.lo, float(values.min())), max(self.hi, float(values.max()))
 
+    def merge(self, other: "NumericFit") -> None:
+        """Adds another fit's values (another input file's, fitted apart): Chan et al.'s pairwise combination."""
+        self._flush()
+        other._flush()
+        if other.count:
+            total = self.count + other.count
+            delta = other.mean - self.mean
+            self.m2 += other.m2 + delta * delta * self.count * other.count / total
+            self.mean += delta * other.count / total
+            self.count = total
+            self.lo, self.hi = min(self.lo, other.lo), max(self.hi, other.hi)
+
     def finish(self) -> "NumericFit":
         self._flush()
         return self
@@ -122,6 +134,13 @@ class ClipCounter:
         c[0] += int(below.sum())
         c[1] += int(above.sum())
         c[2] += int((~empty).sum())
+
+    def merge(self, other: Dict[str, Dict[str, List[int]]]) -> None:
+        for split, fields in other.items():
+            for field, counts in fields.items():
+                c = self.counts.setdefault(split, {}).setdefault(field, [0, 0, 0])
+                for k in range(3):
+                    c[k] += counts[k]
 
     def as_dict(self, splits: List[str], fields: List[str]) -> Dict[str, Dict[str, Dict[str, float]]]:
         """{split: {field: {below, above, of, share}}} for the fields with a clipped value."""
