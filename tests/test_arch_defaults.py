@@ -49,5 +49,18 @@ def test_a_given_dense_key_keeps_the_global_defaults(arch, given):
 def test_only_dense_keys_may_be_declared(monkeypatch):
     """Catches an arch default leaking into other optim keys (tables, arch_lr), which the group rule does not cover."""
     monkeypatch.setattr(arch_class("dlrm"), "OPTIM_DEFAULTS", {"sparse_lr": 0.1}, raising=False)
-    with pytest.raises(TypeError, match="OPTIM_DEFAULTS may set only dense, dense_lr, dense_eps"):
+    with pytest.raises(TypeError, match="OPTIM_DEFAULTS may set only dense, dense_lr, dense_eps, embedding_l2"):
         load_config(None, ["model.arch=dlrm"])
+
+
+def test_embedding_l2_default_is_its_own_group(monkeypatch):
+    """An arch's embedding_l2 applies unless the config sets optim.embedding_l2 (0 turns it off), whatever dense
+    key is given. Catches the regularization lost when a user only changes the dense learning rate, or kept when
+    the user sets 0."""
+    monkeypatch.setattr(arch_class("dlrm"), "OPTIM_DEFAULTS", {"dense": "adam", "embedding_l2": 0.2})
+    assert load_config(None, ["model.arch=dlrm"]).optim.embedding_l2 == 0.2
+    cfg = load_config(None, ["model.arch=dlrm", "optim.dense_lr=0.05"])
+    assert (cfg.optim.embedding_l2, cfg.optim.dense) == (0.2, OptimConfig().dense)
+    assert source_of(cfg, "optim.embedding_l2") == "the dlrm default"
+    cfg = load_config(None, ["model.arch=dlrm", "optim.embedding_l2=0"])
+    assert (cfg.optim.embedding_l2, cfg.optim.dense) == (0.0, "adam")

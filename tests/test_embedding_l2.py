@@ -87,7 +87,8 @@ def _reference(lam: float):
         loss.backward()
         opt.step()
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    tables = {k.split("embedding_bags.")[1].removesuffix(".weight"): v for k, v in state.items() if "embedding_bags." in k}
+    tables = {k.split("embedding_bags.")[1].removesuffix(".weight"): v
+              for k, v in state.items() if "embedding_bags." in k}
     return tables, {k: v for k, v in state.items() if "embedding_bags." not in k}
 
 
