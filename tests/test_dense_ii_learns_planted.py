@@ -23,9 +23,9 @@ PLANTED_RUNS = [
 _WHY = "the one epoch's model falls short of the data's floor (0.0054, benchmarks/planted_floor.py); docs/arches.md"
 NOT_WITHIN_0_01 = {
     "xdeepint": (0.0109, _WHY),
-    "dynint-da": (0.0118, _WHY),
-    "dynint-dgp": (0.0111, _WHY),
-    "dynint-dwp": (0.0121, _WHY),
+    "dynint-da": (0.0121, _WHY),
+    "dynint-dgp": (0.0146, _WHY),
+    "dynint-dwp": (0.0137, _WHY),
     "deepmr": (0.0177, _WHY),
 }
 NOT_WITHIN_0_02 = {}

@@ -30,9 +30,9 @@ PLANTED_RUNS = [
 
 _WHY = "the one epoch's model falls short of the data's floor (0.0054, benchmarks/planted_floor.py); docs/arches.md"
 NOT_WITHIN_0_01 = {
-    "select": (0.0116, _WHY),
-    "soft": (0.0114, _WHY),
-    "hard": (0.0120, _WHY),
+    "select": (0.0134, _WHY),
+    "soft": (0.0116, _WHY),
+    "hard": (0.0128, _WHY),
 }
 NOT_WITHIN_0_02 = {}
 
