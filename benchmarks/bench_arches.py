@@ -22,7 +22,8 @@ its arguments, the embedding dim, the batch, the fields (26 categorical + 13 num
                    cost at the arch's shapes with nothing else. "GEMMs / roofline" is the part of the ratio that
                    the GEMM shapes alone impose (128-row GEMMs run below the 2048 x 1024 x 1024 peak); "step /
                    GEMMs" is what the rest of the step (elementwise ops, optimizer, autograd) adds on top.
-    peak memory    the process's peak RSS growth during the steps (activations, gradients, optimizer state).
+    peak memory    the process's peak RSS growth over the FLOP-counting pass and the steps (activations, gradients,
+                   optimizer state).
     input          ParquetBatchReader batches per CPU-second (shuffle on, no prefetch thread) with that arch's
                    features, OptInter's cross ids computed at batch time, against the dense step rate:
                    "input / step" >= 3 means the reader keeps up using a third of a core or less.
@@ -290,9 +291,9 @@ def run_case(label: str, data_dirs: Dict[str, str], cap: int, small: bool, round
     case = Case(label, data_dirs, cap, batch, tmp, threads, tune_malloc)
     cfg, feats, md, step, B, F, D = case.cfg, case.feats, case.md, case.step, case.B, case.F, case.D
     preset, note, malloc_tuned = case.preset, case.note, case.malloc_tuned
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before the first forward + backward (FLOP count)
     flops = count_flops(case.arch, case.dense, case.emb)
 
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     step()  # warm-up (optimizer state, allocator)
     gemms = _GemmRecorder()
     times, peaks, gemm_times, faults = [], [], [], []
