@@ -14,7 +14,7 @@ import torch
 
 from dist_harness import run_on_ranks
 from test_sharding_types import (FEATURES, GLOBAL_BATCH, SGD_LR, _fill_from, _local_tables, ctr_batch, full_batches,
-                                 full_model, initial_weights)
+                                 full_model, full_reference, initial_weights)
 
 LAM = 0.3  # large beside the BCE gradient of these tiny batches, so a penalty scaled wrong by 2 shows
 ARCH = "dlrm"
@@ -72,24 +72,9 @@ def test_gradient_is_two_lambda_weighted_count_row_over_batch_weight():
 
 
 def _reference(lam: float):
-    """One process, unsharded, SGD on everything, the global batches."""
-    model = full_model(ARCH, "cpu")
-    model.embedding_l2 = lam
-    w0 = initial_weights()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "embedding_bags." in name:
-                p.copy_(w0[name.split("embedding_bags.")[1].removesuffix(".weight")])
-    opt = torch.optim.SGD(model.parameters(), lr=SGD_LR)
-    for ids, dense, labels in full_batches():
-        loss, _ = model(ctr_batch(ids, dense, labels))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    tables = {k.split("embedding_bags.")[1].removesuffix(".weight"): v
-              for k, v in state.items() if "embedding_bags." in k}
-    return tables, {k: v for k, v in state.items() if "embedding_bags." not in k}
+    """One process, unsharded, SGD on everything, the global batches: (tables, dense parameters)."""
+    _, tables, dense = full_reference(ARCH, lam)
+    return tables, dense
 
 
 def _worker(rank: int, world_size: int):

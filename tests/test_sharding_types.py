@@ -292,10 +292,11 @@ def full_model(arch: str, sparse_device: str):
     return unsharded
 
 
-def full_reference(arch: str):
+def full_reference(arch: str, embedding_l2: float = 0.0):
     """One process, unsharded: per step the logits [B]; then the tables and dense parameters after the steps.
-    SGD on everything with the mean loss over the global batch."""
+    SGD on everything with the mean loss over the global batch (plus `embedding_l2`'s penalty when > 0)."""
     model = full_model(arch, "cpu")
+    model.embedding_l2 = embedding_l2
     w0 = initial_weights()
     with torch.no_grad():
         for name, p in model.named_parameters():
