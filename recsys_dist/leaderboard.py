@@ -41,12 +41,28 @@ def read_result(folder: Path) -> Tuple[Optional[Dict[str, Any]], str]:
 
 
 def _read_run(folder: Path) -> Dict[str, Any]:
-    run: Dict[str, Any] = {"result": read_result(folder)[0], "curve": []}
-    if (folder / "metrics.jsonl").is_file():
-        for line in (folder / "metrics.jsonl").read_text().splitlines():
+    """The run's result and val curve. A metrics.jsonl line that is not a whole val record (a run killed mid-write
+    leaves its last line cut; a full disk or an edit can leave one anywhere) is left out of the curve and named in
+    the run's `notes`, so one damaged log does not stop the leaderboard of every other run."""
+    run: Dict[str, Any] = {"result": read_result(folder)[0], "curve": [], "notes": []}
+    path = folder / "metrics.jsonl"
+    if not path.is_file():
+        return run
+    bad = []
+    for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        try:
             rec = json.loads(line)
-            if rec.get("event") == "val":
-                run["curve"].append((rec.get("epochs", rec["step"]), rec["auc"], rec["logloss"]))
+            if isinstance(rec, dict) and rec.get("event") == "val":
+                run["curve"].append((float(rec.get("epochs", rec["step"])), float(rec["auc"]),
+                                     float(rec["logloss"])))
+            elif not isinstance(rec, dict):
+                raise ValueError(f"expected a JSON object, got {type(rec).__name__}")
+        except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
+            bad.append((lineno, f"missing key {e}" if isinstance(e, KeyError) else str(e).split(":")[0]))
+    if bad:
+        lineno, why = bad[0]
+        more = f" (and {len(bad) - 1} more line(s))" if len(bad) > 1 else ""
+        run["notes"].append(f"{path}:{lineno}: not a metrics record ({why}; cut short?), left out of the curve{more}")
     return run
 
 
@@ -131,6 +147,7 @@ def render_markdown(out: Path, rows: List[Dict[str, Any]]) -> str:
         for r in row["runs"]:
             state = "done" if r["result"] is not None else "NOT FINISHED (failed or interrupted; see train.log)"
             lines.append(f"- {row['entry']} seed {r['seed']} ({state}): `{r['command']}`")
+            lines += [f"  - {note}" for note in r["notes"]]
     return "\n".join(lines) + "\n"
 
 
@@ -194,7 +211,8 @@ def render_html(out: Path, rows: List[Dict[str, Any]]) -> str:
                    + f"<td><code>{esc(row['runs'][0]['command'])}</code></td></tr>" for i, row in enumerate(rows, 1))
     unfinished = "<b>not finished</b>: failed or interrupted, see train.log"
     runs = "".join(f"<li>{esc(row['entry'])} seed {r['seed']} ({'done' if r['result'] is not None else unfinished})"
-                   f": <code>{esc(r['command'])}</code></li>" for row in rows for r in row["runs"])
+                   f": <code>{esc(r['command'])}</code>" + "".join(f"<br>{esc(n)}" for n in r["notes"]) + "</li>"
+                   for row in rows for r in row["runs"])
     style = ("body{font-family:sans-serif;margin:24px;color:#222}table{border-collapse:collapse;font-size:13px}"
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:nth-child(2),td:nth-child(3),"
              "td:last-child{text-align:left}th{background:#f3f3f3}code{font-size:12px}li{margin:2px 0}")

@@ -61,6 +61,16 @@ def test_compare_two_arches_two_seeds_leaderboard_and_resume(tmp_path, capsys):
     assert _compare(tmp_path / "data", out) == 0
     again = capsys.readouterr().out
     assert "  run   " not in again and again.count("  done  ") == 4
+    # a damaged metrics.jsonl (a torn last line, a bad line in the middle) is named, the rest still drawn
+    log = out / "dlrm" / "seed_0" / "metrics.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines[:2] + ["{\"event\": \"val\", \"st"] + lines[2:]) + "\n{\"event\": \"tra")
+    assert _compare(tmp_path / "data", out) == 0
+    capsys.readouterr()
+    md = (out / "leaderboard.md").read_text()
+    assert f"{log}:3: not a metrics record" in md and "(and 1 more line(s))" in md
+    assert f"{log}:3: not a metrics record" in (out / "leaderboard.html").read_text()
+    assert (out / "leaderboard.html").read_text().count('<polyline class="mean"') == 4
     # an unfinished run is rerun, alone
     (out / "dcnv2" / "seed_1" / "result.json").unlink()
     before = (out / "dlrm" / "seed_0" / "result.json").stat().st_mtime_ns
