@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from dist_harness import run_on_ranks
-from test_sharding_types import (FEATURES, GLOBAL_BATCH, SGD_LR, _fill_from, _local_tables, ctr_batch, full_batches,
-                                 full_model, full_reference, initial_weights)
+from test_sharding_types import FEATURES, full_model, full_reference, initial_weights, sharded_sgd_run
 
 LAM = 0.3  # large beside the BCE gradient of these tiny batches, so a penalty scaled wrong by 2 shows
 ARCH = "dlrm"
@@ -78,45 +77,10 @@ def _reference(lam: float):
 
 
 def _worker(rank: int, world_size: int):
-    import torch.distributed as dist
-    from fbgemm_gpu.split_embedding_configs import EmbOptimType
-    from torchrec.distributed.model_parallel import DistributedModelParallel
-    from torchrec.distributed.planner.types import ParameterConstraints
-    from torchrec.distributed.types import ShardingEnv
-    from torchrec.optim.keyed import KeyedOptimizerWrapper
-    from torchrec.optim.optimizers import in_backward_optimizer_filter
-
-    from embedding_sharding.planner import plan_sharding
-    from embedding_sharding.sharders import CTREmbeddingBagCollectionSharder
-    from embedding_sharding.topology import make_topology
-
-    pg = dist.group.WORLD
-    half = GLOBAL_BATCH // world_size
-    mine = slice(rank * half, (rank + 1) * half)
     results = {}
     for st in TYPES:
-        sharder = CTREmbeddingBagCollectionSharder(
-            fused_params={"optimizer": EmbOptimType.EXACT_SGD, "learning_rate": SGD_LR})
-        model = full_model(ARCH, "meta")
-        model.embedding_l2 = LAM
-        constraints = {f"t_{f}": ParameterConstraints(min_partition=4) for f, _ in FEATURES}
-        plan = plan_sharding(model, make_topology(world_size, world_size, "cpu"), [sharder],
-                             constraints=constraints, sharding_types=[st], pg=pg)
-        dmp = DistributedModelParallel(model, env=ShardingEnv.from_process_group(pg), device=torch.device("cpu"),
-                                       plan=plan, sharders=[sharder])
-        _fill_from(dmp.state_dict(), initial_weights())
-        dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(dmp.named_parameters())),
-                                      lambda ps: torch.optim.SGD(ps, lr=SGD_LR))
-        for ids, dense_x, labels in full_batches():
-            loss, _ = dmp(ctr_batch(ids[mine], dense_x[mine], labels[mine]))
-            loss.backward()
-            dense.step()
-            dense.zero_grad()
-        state = dmp.state_dict()
-        results[st] = {
-            "tables": {n: [(off, t.numpy()) for off, t in shards] for n, shards in _local_tables(state).items()},
-            "dense": {k.removeprefix("_dmp_wrapped_module.").replace("module.", "", 1): v.detach().numpy().copy()
-                      for k, v in state.items() if "embedding_bags." not in k and torch.is_tensor(v)}}
+        _, _, tables, dense = sharded_sgd_run(ARCH, st, rank, world_size, embedding_l2=LAM)
+        results[st] = {"tables": tables, "dense": dense}
     return results
 
 

@@ -316,7 +316,10 @@ def full_reference(arch: str, embedding_l2: float = 0.0):
     return logits, tables, dense
 
 
-def full_worker(rank: int, world_size: int, plan_dir: str):
+def sharded_sgd_run(arch: str, sharding_type: str, rank: int, world_size: int, embedding_l2: float = 0.0):
+    """full_reference's steps on `world_size` gloo ranks, every table sharded as `sharding_type`: this rank's half
+    of each global batch, fused SGD on the tables, SGD on the dense part. Returns (plan, per-step logits, this
+    rank's table shards {table: [(offsets, array)]}, the dense state {name: array})."""
     import torch.distributed as dist
     from fbgemm_gpu.split_embedding_configs import EmbOptimType
     from torchrec.distributed.model_parallel import DistributedModelParallel
@@ -332,36 +335,42 @@ def full_worker(rank: int, world_size: int, plan_dir: str):
     pg = dist.group.WORLD
     half = GLOBAL_BATCH // world_size
     mine = slice(rank * half, (rank + 1) * half)
+    sharder = CTREmbeddingBagCollectionSharder(
+        fused_params={"optimizer": EmbOptimType.EXACT_SGD, "learning_rate": SGD_LR})
+    model = full_model(arch, "meta")
+    model.embedding_l2 = embedding_l2
+    constraints = {f"t_{f}": ParameterConstraints(min_partition=4) for f, _ in FEATURES}
+    plan = plan_sharding(model, make_topology(world_size, world_size, "cpu"), [sharder],
+                         constraints=constraints, sharding_types=[sharding_type], pg=pg)
+    dmp = DistributedModelParallel(model, env=ShardingEnv.from_process_group(pg), device=torch.device("cpu"),
+                                   plan=plan, sharders=[sharder])
+    _fill_from(dmp.state_dict(), initial_weights())
+    dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(dmp.named_parameters())),
+                                  lambda ps: torch.optim.SGD(ps, lr=SGD_LR))
+    logits = []
+    for ids, dense_x, labels in full_batches():
+        loss, (_, out, _) = dmp(ctr_batch(ids[mine], dense_x[mine], labels[mine]))
+        logits.append(out.detach().numpy().copy())
+        loss.backward()
+        dense.step()
+        dense.zero_grad()
+    state = dmp.state_dict()
+    tables = {n: [(off, t.numpy()) for off, t in shards] for n, shards in _local_tables(state).items()}
+    dense_state = {k.removeprefix("_dmp_wrapped_module.").replace("module.", "", 1): v.detach().numpy().copy()
+                   for k, v in state.items() if "embedding_bags." not in k and torch.is_tensor(v)}
+    return plan, logits, tables, dense_state
+
+
+def full_worker(rank: int, world_size: int, plan_dir: str):
     results = {}
     for arch in ARCHES:
         for st in TYPES:
-            sharder = CTREmbeddingBagCollectionSharder(
-                fused_params={"optimizer": EmbOptimType.EXACT_SGD, "learning_rate": SGD_LR})
-            model = full_model(arch, "meta")
-            constraints = {f"t_{f}": ParameterConstraints(min_partition=4) for f, _ in FEATURES}
-            plan = plan_sharding(model, make_topology(world_size, world_size, "cpu"), [sharder],
-                                 constraints=constraints, sharding_types=[st], pg=pg)
-            dmp = DistributedModelParallel(model, env=ShardingEnv.from_process_group(pg), device=torch.device("cpu"),
-                                           plan=plan, sharders=[sharder])
-            _fill_from(dmp.state_dict(), initial_weights())
-            dense_params = dict(in_backward_optimizer_filter(dmp.named_parameters()))
-            dense = KeyedOptimizerWrapper(dense_params, lambda ps: torch.optim.SGD(ps, lr=SGD_LR))
-            logits = []
-            for ids, dense_x, labels in full_batches():
-                loss, (_, out, _) = dmp(ctr_batch(ids[mine], dense_x[mine], labels[mine]))
-                logits.append(out.detach().numpy().copy())
-                loss.backward()
-                dense.step()
-                dense.zero_grad()
+            plan, logits, tables, dense_state = sharded_sgd_run(arch, st, rank, world_size)
             [ebc_plan] = plan.plan.values()
             placement = {name: ("replicated" if p.sharding_spec is None else
                                 sorted((s.placement.rank(), tuple(s.shard_offsets), tuple(s.shard_sizes))
                                        for s in p.sharding_spec.shards), p.sharding_type)
                          for name, p in ebc_plan.items()}
-            state = dmp.state_dict()
-            tables = {n: [(off, t.numpy()) for off, t in shards] for n, shards in _local_tables(state).items()}
-            dense_state = {k.removeprefix("_dmp_wrapped_module.").replace("module.", "", 1): v.detach().numpy().copy()
-                           for k, v in state.items() if "embedding_bags." not in k and torch.is_tensor(v)}
             results[(arch, st)] = {"logits": logits, "tables": tables, "placement": placement,
                                    "dense": dense_state}
     return results
