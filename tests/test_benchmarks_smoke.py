@@ -170,7 +170,8 @@ def test_fusion_ops_small_checks_equal_values_and_prints_its_ratio():
 
 def test_arch_memory_lists_each_case_allocations():
     """bench_arch_memory.py --only dcn: one row with the step's peak, the largest allocation and the op that made
-    it (a profiler walk that finds no allocation would print 0 allocations)."""
+    it (a profiler walk that finds no allocation would print 0 allocations; seen failing with the walk not
+    descending into child events: 0 allocations)."""
     p = subprocess.run([sys.executable, str(BENCH / "bench_arch_memory.py"), "--only", "dcn"], capture_output=True,
                        text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
