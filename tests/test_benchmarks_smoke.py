@@ -155,6 +155,28 @@ def test_arches_flops_count_the_cin_weight_gradient_and_cpu_fused_attention():
     assert counted == sdpa_flop_count(shape, shape, shape) + sdpa_backward_flop_count(shape, shape, shape, shape)
 
 
+def test_arches_flops_count_deepmr_as_the_papers_model():
+    """DeepMR runs cheaper ops for the same math (attention at input width, FFN's second layer on summed rows);
+    the roofline's FLOPs stay the paper model's (hand count below) and the executed ones are fewer. Defect caught:
+    count_flops counting the executed ops, which would shrink DeepMR's FLOPs and so flatter its step / roofline."""
+    import bench_arches
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    from recsys_dist.models.arch import ArchInputs
+    from recsys_dist.models.deepmr import DeepMRArch
+
+    B, N, D, W, H = 3, 5, 4, 16, 2
+    arch = DeepMRArch(ArchInputs(0, tuple(f"C{i}" for i in range(N)), D), width=W, num_heads=H, num_dnn_layers=0)
+    emb = torch.randn(B, N, D, requires_grad=True)
+    paper = bench_arches.count_flops(arch, torch.zeros(B, 0), emb)
+    executed = bench_arches.count_flops(arch, torch.zeros(B, 0), emb, paper_model=False)
+    rows = B * N
+    linear = 2 * rows * D * W + 2 * rows * D * 3 * W + 2 * rows * D * W + 2 * 2 * rows * W * W  # DNN, QKV, res, FFN
+    head = (B, H, N, W // H)
+    assert paper == 3 * linear + sdpa_flop_count(head, head, head) + sdpa_backward_flop_count(head, head, head, head)
+    assert executed < paper
+
+
 def test_fusion_ops_small_checks_equal_values_and_prints_its_ratio():
     """bench_fusion_ops.py: OptFusion's per-input fusion against the former stacked formulas; the outputs and
     gradients must agree (a wrong per-input formula shows as a large difference) and the ratio line prints."""
@@ -178,3 +200,17 @@ def test_arch_memory_lists_each_case_allocations():
     line = next(x for x in p.stdout.splitlines() if x.startswith("dcn: batch 128"))
     assert int(line.split(" allocations")[0].rsplit(" ", 1)[1]) > 50, line
     assert "aten::" in line and "0 over 32 MiB" in line, line
+
+
+def test_deepmr_attention_small_checks_equal_values_and_prints_its_ratio():
+    """bench_deepmr_attention.py: DeepMR's cheaper ops against the paper's; outputs and gradients must agree (a wrong
+    rewrite shows as a large difference) and the ratio line prints for each chunk size."""
+    p = subprocess.run([sys.executable, str(BENCH / "bench_deepmr_attention.py"), "--batch", "64", "--rounds", "2",
+                        "--chunk-mib", "0.5,4"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    settings = next(x for x in p.stdout.splitlines() if x.startswith("settings:"))
+    out_diff = float(settings.split("output ")[1].split(",")[0])
+    grad_diff = float(settings.rsplit(" ", 1)[1])
+    assert out_diff < 1e-4 and grad_diff < 1e-4, settings
+    ratios = [x for x in p.stdout.splitlines() if x.startswith("ratio paper ops / cheaper ops")]
+    assert len(ratios) == 2 and all(float(x.rsplit(":", 1)[1]) > 0 for x in ratios), p.stdout

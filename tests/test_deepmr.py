@@ -154,3 +154,82 @@ def test_presets_use_the_papers_dropout(name):
     cfg = load_config(Path(__file__).parent.parent / "configs" / f"{name}.yaml")
     assert cfg.model.arch_args["dropout"] == 0.35  # Frappe / LastFM's best (Sec. 4.1.3)
     assert (cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.dense, cfg.optim.dense_lr) == ("adam", 1e-4, "adam", 1e-4)
+
+
+def _narrow_arch(chunk_rows=None, **kw):
+    """D = 4 < d_o / H = 8: the first block attends at input width; the second (width 16) projects Q, K, V."""
+    torch.manual_seed(0)
+    arch = DeepMRArch(ArchInputs(2, ("C1", "C2", "C3"), 4), width=16, num_heads=2, num_dnn_layers=1,
+                      num_attention_layers=2, learn_beta=True, **kw)
+    with torch.no_grad():  # ReZero alphas off 0 so every attention weight reaches the output
+        arch.dnn.alpha.fill_(0.5)
+        for block in arch.attention:
+            block.alpha.fill_(0.8)
+        for block in arch.attention:
+            block.qkv.weight.mul_(4.0)  # scores of order 1: a wrong softmax scale shows
+    if chunk_rows is not None:
+        arch.CHUNK_BYTES = chunk_rows * 5 * 16 * 4  # [rows, N = 2 + 3 fields, d_o] fp32
+    return arch
+
+
+def _output_and_grads(arch, dense, emb):
+    for p in arch.parameters():
+        p.grad = None
+    emb = emb.detach().requires_grad_(True)
+    out = arch(dense, emb)
+    (out * torch.linspace(-1, 1, out.shape[0])).sum().backward()
+    return [out.detach(), emb.grad] + [p.grad for _, p in arch.named_parameters()]
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 3])
+def test_cheaper_ops_match_the_papers_ops(chunk_rows):
+    """Speed (issue 17): attention at input width D on e (q = e W^Q W^K^T, V projected after the softmax), FFN's
+    second layer on the field-summed rows and the branch over batch chunks give the paper's output and the same
+    gradient for every parameter and the embeddings (fp32). Defects caught: a wrong softmax scale (1/sqrt(D)
+    instead of 1/sqrt(d_o/H)), heads' W^V mixed up, the FFN bias counted once instead of N times, chunks lost or
+    reordered, and the cheaper attention never running (the first block's Q/K/V projection is not called)."""
+    from recsys_dist.models.deepmr import reference_ops
+
+    arch = _narrow_arch(chunk_rows)
+    g = torch.Generator().manual_seed(3)
+    dense, emb = torch.rand(7, 2, generator=g), torch.randn(7, 3, 4, generator=g)
+    calls = {"qkv": 0, "rows": []}
+    arch.attention[0].qkv.register_forward_hook(lambda *a: calls.__setitem__("qkv", calls["qkv"] + 1))
+    arch.attention[0].register_forward_pre_hook(lambda m, a: calls["rows"].append(a[0].shape[0]))
+    fast = _output_and_grads(arch, dense, emb)
+    assert calls["qkv"] == 0 and calls["rows"] == ([7] if chunk_rows is None else [3, 3, 1])
+    with reference_ops():
+        ref = _output_and_grads(arch, dense, emb)
+    assert calls["qkv"] == 1 and calls["rows"][-1] == 7
+    names = ["output", "embeddings"] + [n for n, _ in arch.named_parameters()]
+    for name, f, r in zip(names, fast, ref):
+        torch.testing.assert_close(f, r, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
+
+
+def test_step_allocates_no_whole_batch_attention_activation():
+    """Per-step temporaries (issue 17): the attention branch runs over batch chunks, so none of its [rows, N, d_o]
+    activations or gradients spans the batch. Defect caught: the branch on the whole batch (at the preset, batch
+    4096 x 39 fields x d_o 256: 156 MiB per activation, 468 MiB for the Q/K/V projection, 26 per step above glibc's
+    32 MiB mmap threshold, so mmapped and page-faulted again every step). Here no allocation of a step (forward,
+    backward, Adam) reaches half a whole-batch [B, N, d_o]; the inputs [B, N, D] are a quarter of it."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_arch_memory import step_allocations
+
+    arch = _narrow_arch(chunk_rows=16)
+    B = 512
+    dense, emb = torch.rand(B, 2), torch.randn(B, 3, 4, requires_grad=True)
+    opt = torch.optim.Adam(arch.parameters())
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        arch(dense, emb).sum().backward()
+        opt.step()
+
+    step()
+    allocs, _ = step_allocations(step)
+    assert len(allocs) > 100, len(allocs)  # the profiler saw the step
+    largest, whole = max(allocs), B * 5 * 16 * 4
+    assert largest[0] < whole // 2, f"{largest[0]} bytes by {largest[1]} (>= half a [B, N, d_o] = {whole // 2})"

@@ -5,7 +5,9 @@ The equations, arguments and an example are in `DeepMRArch`'s docstring.
 
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+import math
+from typing import Iterator, Optional
 
 import torch
 from torch import nn
@@ -13,6 +15,21 @@ from torch.nn import functional as F
 
 from recsys_dist.models.arch import ArchInputs, DenseArch
 from recsys_dist.models.numeric_fields import NumericFields
+
+_REFERENCE = False
+
+
+@contextlib.contextmanager
+def reference_ops() -> Iterator[None]:
+    """Run DeepMR's ops as the paper writes them: Q, K, V projected at head width, the FFN on every field row, the
+    whole batch at once. Same parameters and math as the default (cheaper) ops; used for the paper model's FLOP
+    count (benchmarks/bench_arches.py) and as the tests' reference."""
+    global _REFERENCE
+    saved, _REFERENCE = _REFERENCE, True
+    try:
+        yield
+    finally:
+        _REFERENCE = saved
 
 
 class ReZeroDNN(nn.Module):
@@ -75,18 +92,41 @@ class ReZeroSelfAttention(nn.Module):
 
     def attention(self, e: torch.Tensor) -> torch.Tensor:
         """Eq. 6-7: [B, N, D] -> [B, N, d_o]."""
-        B, N, _ = e.shape
+        B, N, D = e.shape
+        d_h = self.qkv.out_features // (3 * self.num_heads)
+        if D < d_h and not _REFERENCE:
+            return self._attention_at_input_width(e, d_h)
         q, k, v = self.qkv(e).view(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)  # [B, H, N, d_o/H] each
         # softmax(q k^T / sqrt(d_o / H)) v in torch's fused kernel: no [B, H, N, N] scores kept for the backward
         out = F.scaled_dot_product_attention(q, k, v)  # [B, H, N, d_o/H]
         return out.transpose(1, 2).reshape(B, N, -1)
 
-    def forward(self, e: torch.Tensor) -> torch.Tensor:
+    def _attention_at_input_width(self, e: torch.Tensor, d_h: int) -> torch.Tensor:
+        """The same eq. 6-7 when D < d_o/H, attending at width D on e itself:
+        q_h k_h^T = e (W_h^Q W_h^K^T) e^T = (e M_h) e^T and softmax(.) v_h = (softmax(.) e) W_h^V."""
+        B, N, D = e.shape
+        H = self.num_heads
+        wq, wk, wv = self.qkv.weight.view(3, H, d_h, D)  # nn.Linear rows: q = e wq^T
+        m = wq.transpose(1, 2) @ wk  # M_h [H, D, D]
+        # the H heads' queries side by side: [B, 1, N H, D], query row n H + h (rows attend independently)
+        q = (e.reshape(B * N, D) @ m.permute(1, 0, 2).reshape(D, H * D)).view(B, 1, N * H, D)
+        kv = e.unsqueeze(1)  # [B, 1, N, D], shared by all heads
+        out = F.scaled_dot_product_attention(q, kv, kv, scale=1.0 / math.sqrt(d_h)).view(B, N, H, D)
+        return torch.einsum("bnhd,hed->bnhe", out, wv).reshape(B, N, H * d_h)
+
+    def forward(self, e: torch.Tensor, sum_fields: bool = False) -> torch.Tensor:
+        """[B, N, D] -> the FFN rows [B, N, d_o], or with `sum_fields` their sum over fields [B, d_o] (eq. 8 + the
+        sum of DeepMRArch), computed as FFN's second layer on the summed hidden rows (it is linear)."""
         sa = self.attention(e)
         base = e if self.res is None else self.res(e)
         z = base + self.alpha * (sa * base if self.residual == "mul" else sa)
         self.last_residual = z
-        return self.ffn2(self.dropout(F.leaky_relu(self.ffn1(z), self.negative_slope)))
+        hidden = self.dropout(F.leaky_relu(self.ffn1(z), self.negative_slope))
+        if not sum_fields:
+            return self.ffn2(hidden)
+        if _REFERENCE:
+            return self.ffn2(hidden).sum(dim=1)
+        return F.linear(hidden.sum(dim=1), self.ffn2.weight) + hidden.shape[1] * self.ffn2.bias
 
 
 class DeepMRArch(DenseArch):
@@ -108,6 +148,11 @@ class DeepMRArch(DenseArch):
     rows while eq. 9 needs O_SA in R^{d_o}; the rows are summed over fields, as the authors' code does. The block
     (attention + FFN) can be stacked `num_attention_layers` times. beta is fixed, or learnable from its initial
     value (the paper's beta_L starts at 0.5). Raw numeric features become extra fields (numeric_fields).
+
+    Cheaper ops, same math and parameters (`reference_ops()` runs the paper's): where D < d_o/H the attention runs
+    at width D on e itself (scores (e W_h^Q W_h^K^T) e^T, W_h^V applied after the softmax); the last block's FFN
+    second layer runs on the field-summed rows (it is linear); the attention branch runs over batch chunks of
+    CHUNK_BYTES per [rows, N, d_o] activation (no per-step allocation over glibc's 32 MiB mmap threshold).
 
     Args:
         inputs: ArchInputs; N = num_dense + num_sparse fields of dim D.
@@ -133,6 +178,7 @@ class DeepMRArch(DenseArch):
     # here). With the global Adagrad 0.01 DeepMR trailed on UCI Adult (test AUC 0.897; Adam 3e-3: 0.905, one
     # seed); planted data 0.742 (Bayes 0.754): docs/arches.md, "Defaults on data nobody tuned for".
     OPTIM_DEFAULTS = {"dense": "adam", "dense_lr": 3e-3}
+    CHUNK_BYTES = 4 << 20  # the attention branch's per-chunk activation [rows, N, d_o] (bench_deepmr_attention.py)
 
     def __init__(self, inputs: ArchInputs, width: int = 256, num_dnn_layers: int = 3, num_heads: int = 4,
                  num_attention_layers: int = 1, beta: float = 0.5, learn_beta: bool = False,
@@ -150,6 +196,7 @@ class DeepMRArch(DenseArch):
         N = self.fields.num_fields(inputs.num_sparse)
         if N == 0:
             raise ValueError("deepmr needs at least one field (dense or sparse)")
+        self.width = width
         self.position = nn.Parameter(torch.empty(N, D))  # P^(n), eq. 1
         nn.init.normal_(self.position, std=0.01)
         self.dnn = ReZeroDNN(N * D, width, num_dnn_layers, dropout)
@@ -168,10 +215,20 @@ class DeepMRArch(DenseArch):
         """(O_SA, O_DNN), each [B, d_o]."""
         e = self.fields(dense, embeddings) + self.position  # eq. 1
         o_dnn = self.dnn(e.flatten(1))  # eq. 2-4
+        if _REFERENCE:
+            return self._attention_branch(e), o_dnn
+        # the attention branch over chunks of the batch: its [rows, N, d_o] temporaries stay under glibc's 32 MiB
+        # mmap threshold (a larger block is mapped, faulted in and unmapped on every step)
+        rows = max(1, self.CHUNK_BYTES // (e.shape[1] * self.width * e.element_size()))
+        if e.shape[0] <= rows:
+            return self._attention_branch(e), o_dnn
+        return torch.cat([self._attention_branch(chunk) for chunk in e.split(rows)]), o_dnn
+
+    def _attention_branch(self, e: torch.Tensor) -> torch.Tensor:
         z = e
-        for block in self.attention:
+        for block in self.attention[:-1]:
             z = block(z)
-        return z.sum(dim=1), o_dnn  # eq. 8 rows summed over fields
+        return self.attention[-1](z, sum_fields=True)  # eq. 8 rows summed over fields
 
     def forward(self, dense: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         o_sa, o_dnn = self.branches(dense, embeddings)
