@@ -152,7 +152,7 @@ class DeepMRArch(DenseArch):
     Cheaper ops, same math and parameters (`reference_ops()` runs the paper's): where D < d_o/H the attention runs
     at width D on e itself (scores (e W_h^Q W_h^K^T) e^T, W_h^V applied after the softmax); the last block's FFN
     second layer runs on the field-summed rows (it is linear); the attention branch runs over batch chunks of
-    CHUNK_BYTES per [rows, N, d_o] activation (no per-step allocation over glibc's 32 MiB mmap threshold).
+    CHUNK_BYTES per [rows, N, d_o] activation on CPU (no per-step allocation over glibc's 32 MiB mmap threshold).
 
     Args:
         inputs: ArchInputs; N = num_dense + num_sparse fields of dim D.
@@ -215,7 +215,7 @@ class DeepMRArch(DenseArch):
         """(O_SA, O_DNN), each [B, d_o]."""
         e = self.fields(dense, embeddings) + self.position  # eq. 1
         o_dnn = self.dnn(e.flatten(1))  # eq. 2-4
-        if _REFERENCE:
+        if _REFERENCE or e.device.type != "cpu":  # chunks: for the CPU's allocator and caches (unmeasured on CUDA)
             return self._attention_branch(e), o_dnn
         # the attention branch over chunks of the batch: its [rows, N, d_o] temporaries stay under glibc's 32 MiB
         # mmap threshold (a larger block is mapped, faulted in and unmapped on every step)
