@@ -133,3 +133,22 @@ def test_a_damaged_parquet_file_is_an_error_naming_it(tmp_path, capsys, damage):
     assert "bad.parquet: not a readable Parquet file (" in err, err
     assert "damaged (truncated, corrupt), or not Parquet" in err, err
     assert not (tmp_path / "o" / "metadata.json").exists()
+
+
+def test_csv_record_with_a_newline_inside_quotes_leaves_no_half_row(tmp_path, capsys):
+    """Catches a quoted field holding a newline (spreadsheet exports of free text) silently making a wrong row:
+    its second physical line `u2b",i2,...` has the right field count and was kept as user='u2b"' with the record's
+    item, price and label, while only the first half was reported (as a misleading '1 fields, expected 5').
+    Both halves must be bad lines naming the quote, every other row kept as is."""
+    rows = ROWS[:4] + ['2024-01-05T00:00:00,"u2', 'u2b",i2,7.5,1'] + ROWS[4:]
+    (tmp_path / "nl.csv").write_text("\n".join([HEADER] + rows) + "\n")
+    (tmp_path / "plain.csv").write_text("\n".join([HEADER] + ROWS) + "\n")
+    assert _prepare(tmp_path, tmp_path / "plain.csv", tmp_path / "a", capsys)[0] == 0
+    code, err = _prepare(tmp_path, tmp_path / "nl.csv", tmp_path / "b", capsys)
+    assert code == 0, err
+    bad = [json.loads(x) for x in (tmp_path / "b" / "bad_rows.jsonl").read_text().splitlines()]
+    assert [(b["line"], b["kind"], b["field"]) for b in bad] == [(6, "unparsable", "user"), (7, "unparsable", "ts")]
+    assert "nl.csv:6: user: an odd number of \" on the line" in err and "newline inside quotes" in err, err
+    assert _tables(tmp_path / "b") == _tables(tmp_path / "a")
+    md = json.loads((tmp_path / "b" / "metadata.json").read_text())
+    assert md["source"]["lines"] == len(rows)

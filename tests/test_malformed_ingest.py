@@ -255,9 +255,9 @@ OWN_BAD = {  # a bad CSV line -> its kind (field)
     b"u\xff1,i1,a|b,1.5,1": ("invalid_utf8", "user"),
     b"u1,i\x001,a,2,0": ("nul_byte", "item"),
     b"u1,i1,a\rb,2,0": ("carriage_return", "tags"),
-    b'"u1,i1,a,2,0': ("column_count", ""),  # quotes that never close (here: one field) would take the next
-    b'u"1,"i1,a,2,0': ("column_count", ""),  # lines along
-    b'u1,i1,a,2,"0': ("unparsable", ""),  # five fields, the last running past its line
+    b'"u1,i1,a,2,0': ("unparsable", "user"),  # a quote that never closes (odd count) would take the next
+    b'u"1,"i1,a,2,0': ("column_count", ""),  # lines along; two stray quotes parse as one field
+    b'u1,i1,a,2,"0': ("unparsable", "clicked"),  # five fields, the last running past its line
     b"": ("empty_line", ""),
     b"u1,i1,a,2": ("column_count", ""),
     b"u1,i1,a,cheap,1": ("numeric_not_number", "price"),

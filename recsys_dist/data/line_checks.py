@@ -5,19 +5,21 @@ line's own bytes only, so a line's verdict never depends on its neighbours or on
 
 * invalid UTF-8 (strict, as Python's decoder: no overlong forms, surrogates or code points above U+10FFFF),
 * a NUL byte,
-* a CR anywhere but right before the LF (CSV parsers take it as a line break, which would shift the line numbers).
+* a CR anywhere but right before the LF (CSV parsers take it as a line break, which would shift the line numbers),
+* (CSV with quoting) an odd number of quote characters: a quoted field that does not end on its line. A record
+  whose quoted field holds a newline is two lines, each with an odd count, so neither half becomes a row.
 
 `LineIndex(block)` finds the lines of a block; `line_defects(block, index)` returns each line's first defect.
 """
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
-UTF8, NUL, CR = 1, 2, 3  # defect codes, in order of precedence (a line gets the first that applies)
-DEFECT_KINDS = {UTF8: "invalid_utf8", NUL: "nul_byte", CR: "carriage_return"}
+UTF8, NUL, CR, QUOTE = 1, 2, 3, 4  # defect codes, in order of precedence (a line gets the first that applies)
+DEFECT_KINDS = {UTF8: "invalid_utf8", NUL: "nul_byte", CR: "carriage_return", QUOTE: "unparsable"}
 
 # UTF-8 lead bytes: how many continuation bytes follow (0 for ASCII and for continuation bytes themselves)
 _FOLLOW = np.zeros(256, dtype=np.uint8)
@@ -79,9 +81,17 @@ def utf8_error_offsets(d: np.ndarray) -> np.ndarray:
     return np.flatnonzero(bad_lead | stray)
 
 
-def line_defects(d: np.ndarray, index: LineIndex, check_utf8: bool) -> Tuple[np.ndarray, np.ndarray]:
-    """(code [lines] int8: 0 or the first defect of UTF8 / NUL / CR in precedence order, offset [lines] of that
-    defect's first byte in the block, -1 where none). `check_utf8=False` when the block is known to be valid."""
+def odd_quote_lines(d: np.ndarray, index: LineIndex, quote: int) -> np.ndarray:
+    """Lines with an odd number of `quote` bytes (bool [lines])."""
+    q = np.flatnonzero(d == quote)
+    return np.bincount(index.line_of(q), minlength=len(index)) % 2 == 1 if q.size else np.zeros(len(index), bool)
+
+
+def line_defects(d: np.ndarray, index: LineIndex, check_utf8: bool,
+                 quote: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """(code [lines] int8: 0 or the first defect of UTF8 / NUL / CR / QUOTE in precedence order, offset [lines]
+    of that defect's first byte in the block (QUOTE: the line's last quote), -1 where none). `check_utf8=False`
+    when the block is known to be valid; `quote` None: no quoting (no QUOTE check)."""
     n = len(index)
     code = np.zeros(n, dtype=np.int8)
     where = np.full(n, -1, dtype=np.int64)
@@ -94,6 +104,12 @@ def line_defects(d: np.ndarray, index: LineIndex, check_utf8: bool) -> Tuple[np.
         code[lines] = kind
         where[lines] = pos[first]
 
+    if quote is not None:
+        odd = np.flatnonzero(odd_quote_lines(d, index, quote))
+        if odd.size:
+            q = np.flatnonzero(d == quote)
+            last = np.searchsorted(q, index.term[odd], side="left") - 1  # the line's last quote
+            code[odd], where[odd] = QUOTE, q[last]
     cr = np.flatnonzero(d == 13)  # marked in reverse precedence: a later mark overrides
     if cr.size:
         after = np.concatenate([d, [0]])[cr + 1]

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from recsys_dist.data.bad_rows import PrepareError
-from recsys_dist.data.line_checks import CR, DEFECT_KINDS, NUL, UTF8, LineIndex, line_defects
+from recsys_dist.data.line_checks import CR, DEFECT_KINDS, NUL, QUOTE, UTF8, LineIndex, line_defects, odd_quote_lines
 
 
 class GzipReader(io.RawIOBase):
@@ -324,7 +324,8 @@ class LineReader:
         # slow path: each line's defects from the index; the rest parsed (in halves where a parse fails)
         ix = b.index
         self.lines = n_before + len(ix)
-        code, where = line_defects(b.d, ix, check_utf8=not clean and not self._valid_utf8(b))
+        code, where = line_defects(b.d, ix, check_utf8=not clean and not self._valid_utf8(b),
+                                   quote=self.quote[0] if self.quote else None)
         empty = (ix.end == ix.start) & (code == 0)
         good = (code == 0) & ~empty
         if b.skip_first:
@@ -348,6 +349,9 @@ class LineReader:
         and such a block is looked at line by line)."""
         if b.find(b"\0", start) >= 0 or b.find(b"\r", start) >= 0 and not self._crlf_only(b):
             return False
+        if self.quote is not None and b.find(self.quote, start) >= 0 and \
+                odd_quote_lines(b.d, b.index, self.quote[0])[int(b.skip_first):].any():
+            return False  # a quoted field not ending on its line (e.g. a newline inside quotes)
         return self._valid_utf8(b)
 
     @staticmethod
@@ -443,7 +447,10 @@ class LineReader:
         what = {UTF8: f"invalid UTF-8 at byte {at + 1} of the line" +
                 (f" (0x{byte:02x})" if byte is not None else ""),
                 NUL: f"a NUL byte at byte {at + 1} of the line",
-                CR: f"a carriage return (CR) at byte {at + 1} of the line: lines end at LF only"}[code]
+                CR: f"a carriage return (CR) at byte {at + 1} of the line: lines end at LF only",
+                QUOTE: f"an odd number of {chr(byte or 34)} on the line (the last at byte {at + 1}): a quoted field "
+                       "that does not end on its line (a newline inside quotes is not supported: each part of "
+                       "such a record is a bad line) or a stray quote"}[code]
         self.on_bad(BadLine(line, DEFECT_KINDS[code], field, what, raw, size))
 
     def _field_at(self, prefix: bytes) -> int:
