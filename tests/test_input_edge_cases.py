@@ -152,3 +152,28 @@ def test_csv_record_with_a_newline_inside_quotes_leaves_no_half_row(tmp_path, ca
     assert _tables(tmp_path / "b") == _tables(tmp_path / "a")
     md = json.loads((tmp_path / "b" / "metadata.json").read_text())
     assert md["source"]["lines"] == len(rows)
+
+
+def test_timestamps_with_nanoseconds_and_epoch_milliseconds(tmp_path, capsys):
+    """Catches (1) ISO text with 7-9 fractional digits (pandas' nanosecond output) being a bad row, (2) a Parquet
+    timestamp[ns] column with sub-microsecond values crashing prepare with pyarrow's 'would lose data' traceback,
+    and (3) an epoch-milliseconds value in a column of seconds being taken as seconds (the year 55972: sorted
+    into test, silently). Same rows, same split, as the plain file; the ms value is a bad row naming ts."""
+    rows = [r.replace("T00:00:00", "T00:00:00.123456789") if i % 2 else r for i, r in enumerate(ROWS)]
+    (tmp_path / "plain.csv").write_text("\n".join([HEADER] + ROWS) + "\n")
+    (tmp_path / "ns.csv").write_text("\n".join([HEADER] + rows + ["1704153600000,u0,i0,1.5,1"]) + "\n")
+    assert _prepare(tmp_path, tmp_path / "plain.csv", tmp_path / "a", capsys)[0] == 0
+    code, err = _prepare(tmp_path, tmp_path / "ns.csv", tmp_path / "b", capsys)
+    assert code == 0, err
+    assert f"ns.csv:{len(rows) + 2}: ts='1704153600000': expected epoch seconds (below 1e11: not milliseconds)" \
+        in err, err
+    md = json.loads((tmp_path / "b" / "metadata.json").read_text())
+    assert md["bad_rows"]["count"] == 1, md["bad_rows"]
+    assert _tables(tmp_path / "b") == _tables(tmp_path / "a")
+    t = pacsv.read_csv(tmp_path / "plain.csv", convert_options=pacsv.ConvertOptions(
+        column_types={"ts": pa.timestamp("ns")}))
+    ts = pa.array(t["ts"].combine_chunks().cast(pa.int64()).to_numpy() + 1, pa.timestamp("ns"))  # +1 ns
+    pq.write_table(t.set_column(0, "ts", ts), tmp_path / "ns.parquet")
+    code, err = _prepare(tmp_path, tmp_path / "ns.parquet", tmp_path / "c", capsys)
+    assert code == 0, err
+    assert _tables(tmp_path / "c") == _tables(tmp_path / "a")

@@ -182,7 +182,8 @@ def test_schema_errors_name_file_line_key_and_value(tmp_path, edit, message):
      "numeric_not_number"),
     (("2024-01-11T00:00:00", "bob", "a", "4"), r"clicks\.csv:12: 4 fields, expected 5 \(','-separated\): "
      r"'2024-01-11T00:00:00,bob,a,4'", "column_count"),
-    (("yesterday", "bob", "a", "4", "4"), r"clicks\.csv:12: ts='yesterday': expected epoch seconds or ISO-8601",
+    (("yesterday", "bob", "a", "4", "4"),
+     r"clicks\.csv:12: ts='yesterday': expected epoch seconds \(below 1e11: not milliseconds\) or ISO-8601",
      "timestamp"),
     (("2024-01-11T00:00:00", "bob", "a", "4", "n/a"), r"clicks\.csv:12: rating='n/a': expected a number for the "
      r"label rule rating >= 4", "label"),

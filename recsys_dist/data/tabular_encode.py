@@ -18,6 +18,8 @@ from recsys_dist.data.criteo_encode import string_buffers
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
+_TICKS_PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+MAX_EPOCH_SECONDS = 1e11  # the year 5138: a larger epoch number is in ms / us / ns (1.7e12 ms is 2024)
 _NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 
 
@@ -100,19 +102,22 @@ def parse_numbers(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
 def parse_timestamps(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
     """Timestamp column -> (seconds since the epoch float64, bad bool); null / empty / unparsable are bad.
 
-    Accepted: numbers (epoch seconds), ISO-8601 text (`2024-03-01T12:00:00`, `2024-03-01 12:00`, `2024-03-01`),
-    and Parquet timestamp / date columns.
+    Accepted: numbers (epoch seconds, |x| < MAX_EPOCH_SECONDS: a larger one is in ms / us / ns, would sort after
+    every date and is bad), ISO-8601 text (`2024-03-01T12:00:00`, `2024-03-01 12:00`, `2024-03-01`, fractions of a
+    second up to nanoseconds), and Parquet timestamp / date columns (any unit).
     """
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
-    if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
-        us = pc.cast(pc.cast(arr, pa.timestamp("us")), pa.int64())
-        bad = us.is_null().to_numpy(zero_copy_only=False)
-        return us.fill_null(0).to_numpy(zero_copy_only=False) / 1e6, bad
+    if pa.types.is_date(arr.type):
+        arr = pc.cast(arr, pa.timestamp("s"))
+    if pa.types.is_timestamp(arr.type):  # in its own unit: a cast of ns to us refuses sub-microsecond values
+        ticks = pc.cast(arr, pa.int64())
+        bad = ticks.is_null().to_numpy(zero_copy_only=False)
+        return ticks.fill_null(0).to_numpy(zero_copy_only=False) / _TICKS_PER_SECOND[arr.type.unit], bad
+    values, empty, bad = parse_numbers(arr)  # epoch seconds (as text in a CSV)
+    too_large = ~empty & (np.abs(values) >= MAX_EPOCH_SECONDS)  # milli- / micro- / nanoseconds, not seconds
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-        values, empty, bad = parse_numbers(arr)
-        return values, bad | empty
-    values, empty, bad = parse_numbers(arr)  # epoch seconds as text
+        return values, bad | empty | too_large
     text_rows = np.flatnonzero(bad)
     if text_rows.size:
         sub = pc.utf8_trim_whitespace(arr.take(pa.array(text_rows)))
@@ -122,15 +127,16 @@ def parse_timestamps(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
         ok = np.isfinite(secs)
         values[text_rows[ok]] = secs[ok]
         bad[text_rows[ok]] = False
-    return values, bad | empty
+    return values, bad | empty | too_large
 
 
 def _iso_seconds(text: pa.Array, nan: bool = False):
     """ISO-8601 strings -> seconds since the epoch (naive times, or with a zone offset such as Z / +02:00);
     None if any does not parse (or [nan] for a single unparsable value with nan=True)."""
-    for unit in (pa.timestamp("us"), pa.timestamp("us", tz="UTC")):
+    for unit, per_second in ((pa.timestamp("us"), 1e6), (pa.timestamp("us", tz="UTC"), 1e6),
+                             (pa.timestamp("ns"), 1e9), (pa.timestamp("ns", tz="UTC"), 1e9)):  # ns: 7-9 digits
         try:
-            return pc.cast(pc.cast(text, unit), pa.int64()).to_numpy(zero_copy_only=False) / 1e6
+            return pc.cast(pc.cast(text, unit), pa.int64()).to_numpy(zero_copy_only=False) / per_second
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
     return np.array([np.nan]) if nan else None

@@ -266,7 +266,8 @@ def _parse(schema: Schema, table: pa.Table, lines: np.ndarray, path: str, bad: B
     if schema.timestamp is not None:
         raw = table.column(schema.timestamp)
         time, b = parse_timestamps(raw)
-        checks.append(("timestamp", b, schema.timestamp, raw, "epoch seconds or ISO-8601 date / time"))
+        checks.append(("timestamp", b, schema.timestamp, raw,
+                       "epoch seconds (below 1e11: not milliseconds) or ISO-8601 date / time"))
     split = None
     if schema.split_column is not None:
         raw = table.column(schema.split_column)
