@@ -3,6 +3,8 @@ mark (Excel's "CSV UTF-8"), duplicate column names (pandas / spreadsheet exports
 clean file does, or stops with one line naming the file and the column."""
 
 import codecs
+import subprocess
+import sys
 import json
 
 import pyarrow as pa
@@ -177,3 +179,37 @@ def test_timestamps_with_nanoseconds_and_epoch_milliseconds(tmp_path, capsys):
     code, err = _prepare(tmp_path, tmp_path / "ns.parquet", tmp_path / "c", capsys)
     assert code == 0, err
     assert _tables(tmp_path / "c") == _tables(tmp_path / "a")
+
+
+def test_config_errors_exit_2_data_errors_exit_1(tmp_path, capsys):
+    """Catches a command that cannot work (a schema value not allowed, no schema file, an input path that does
+    not exist, a schema column that is in the file only in another case) exiting 1 like a data error, instead
+    of 2 with one 'config error' line as every other config error; and a bad row under --strict not exiting 1
+    with file:line: field. The first case runs the real entry point (a subprocess) for the exit status."""
+    (tmp_path / "clicks.csv").write_text("\n".join([HEADER] + ROWS + ["2024-02-01T00:00:00,u1,i1,cheap,1"]) + "\n")
+    (tmp_path / "schema.yaml").write_text(SCHEMA)
+    (tmp_path / "sqrt.yaml").write_text(SCHEMA.replace("transform: log", "transform: sqrt"))
+    (tmp_path / "case.yaml").write_text(SCHEMA.replace("label: clicked", "label: Clicked"))
+    r = subprocess.run([sys.executable, "-m", "recsys_dist.cli", "prepare", "--schema", str(tmp_path / "sqrt.yaml"),
+                        "--input", str(tmp_path / "clicks.csv"), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"recsys-dist prepare: config error: {tmp_path / 'sqrt.yaml'}:8: numeric[0].transform='sqrt' is not one "
+        "of none, log, minmax, standardize, bucketize"], (r.returncode, r.stderr[-2000:])
+    cases = {
+        ("nothere.yaml", "clicks.csv"): "nothere.yaml: schema file not found",
+        ("schema.yaml", "nothere.csv"): "nothere.csv: no such file or folder",
+        ("case.yaml", "clicks.csv"): "case.yaml:1: label='Clicked' is not a column of ",
+    }
+    for (schema, data), message in cases.items():
+        code = main(["prepare", "--schema", str(tmp_path / schema), "--input", str(tmp_path / data),
+                     "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "config error: " in err and message in err, \
+            (schema, data, code, err)
+    assert "'clicked' differs only in case" in err, err
+    code = main(["prepare", "--schema", str(tmp_path / "schema.yaml"), "--input", str(tmp_path / "clicks.csv"),
+                 "--out", str(tmp_path / "o"), "--strict"])
+    err = capsys.readouterr().err
+    assert code == 1 and f"clicks.csv:{len(ROWS) + 2}: price='cheap': expected a number or empty" in err, err
+    assert not (tmp_path / "o" / "metadata.json").exists()

@@ -112,7 +112,7 @@ def test_bad_numeric_entry_refused_before_any_output(tmp_path, capsys, entry, me
     another scale than asked), `clip` accepted where nothing uses it, or the error found after files were written /
     not naming the schema line and field."""
     raw = _write(tmp_path, "label: clicked\ncategorical:\n  - {column: seg}\nnumeric:\n  - " + entry + "\n")
-    assert _prepare(raw, tmp_path / "out") == 1
+    assert _prepare(raw, tmp_path / "out") == 2  # a config error (the schema), exit 2 as any config error
     err = capsys.readouterr().err
     assert message in err, err
     assert not (tmp_path / "out").exists()

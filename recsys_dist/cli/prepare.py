@@ -47,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recsys_dist.data.bad_rows import PrepareConfigError
     from recsys_dist.data.criteo_prepare import PrepareError, prepare_criteo
 
     job = config_from_args(args, FLAGS)
@@ -58,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
             md = prepare_tabular(cfg)
         else:
             md = prepare_criteo(cfg)
+    except PrepareConfigError as e:  # the command or the schema, not the data: exit 2 as any config error
+        print(f"recsys-dist prepare: config error: {e}", file=sys.stderr)
+        return 2
     except PrepareError as e:
         print(f"recsys-dist prepare: error: {e}", file=sys.stderr)
         return 1

@@ -25,6 +25,11 @@ class PrepareError(ValueError):
     """Bad input for `prepare`: a missing file, bad options, or (strict mode) the first bad row, as file:line."""
 
 
+class PrepareConfigError(PrepareError):
+    """The command is wrong, not the data (an input path that does not exist, a schema that does not fit the
+    files): found before any output; the CLI exits 2, as for any config error."""
+
+
 def excerpt(raw: bytes) -> str:
     """Raw bytes as text: UTF-8, other bytes as \\xNN escapes."""
     return raw.decode("utf-8", errors="backslashreplace")

@@ -53,7 +53,7 @@ import pyarrow.csv as pacsv
 
 from recsys_dist.config import PrepareConfig
 from recsys_dist.data import criteo_encode as enc
-from recsys_dist.data.bad_rows import BAD_ROWS_FILE, BadRows, PrepareError
+from recsys_dist.data.bad_rows import BAD_ROWS_FILE, BadRows, PrepareConfigError, PrepareError
 from recsys_dist.data.criteo_schema import CATEGORICAL_NAMES, COLUMNS, DENSE_NAMES, NUM_COLUMNS
 from recsys_dist.data.metadata import METADATA_FILE, SPLITS, Metadata, SparseFeature, SplitInfo
 from recsys_dist.data import numeric_transforms
@@ -95,7 +95,7 @@ def discover_inputs(inputs: List[str]) -> List[InputFile]:
     found = [InputFile(str(p), _day(p.name)) for p in paths]
     days = [f.day for f in found if f.day is not None]
     if len(days) != len(set(days)):
-        raise PrepareError(f"day files given twice (e.g. day_N and day_N.gz): {sorted(f.path for f in found)}")
+        raise PrepareConfigError(f"day files given twice (e.g. day_N and day_N.gz): {sorted(f.path for f in found)}")
     if days and len(days) == len(found):
         found.sort(key=lambda f: f.day)  # type: ignore[arg-type, return-value]
     return found
@@ -402,12 +402,12 @@ def _check(cfg: PrepareConfig) -> None:
                                 ("dense", cfg.dense, DENSE_OPTIONS),
                                 ("split", cfg.split, SPLIT_OPTIONS)):
         if value not in choices:
-            raise PrepareError(f"prepare.{key}={value!r} is not one of {', '.join(choices)}")
+            raise PrepareConfigError(f"prepare.{key}={value!r} is not one of {', '.join(choices)}")
     if cfg.hash_cap < 1 or cfg.min_count < 1 or cfg.rows_per_file < 1 or cfg.workers < 0:
-        raise PrepareError("prepare: hash_cap, min_count and rows_per_file must be >= 1, workers >= 0")
+        raise PrepareConfigError("prepare: hash_cap, min_count and rows_per_file must be >= 1, workers >= 0")
     if not (0 <= cfg.val_ratio < 1 and 0 <= cfg.test_ratio < 1 and cfg.val_ratio + cfg.test_ratio < 1):
-        raise PrepareError(f"prepare: val_ratio={cfg.val_ratio} and test_ratio={cfg.test_ratio} must be in "
-                           "[0, 1) with a sum < 1")
+        raise PrepareConfigError(f"prepare: val_ratio={cfg.val_ratio} and test_ratio={cfg.test_ratio} must be in "
+                                 "[0, 1) with a sum < 1")
 
 
 def _minmax_source(minmax: List[Tuple[float, float]], results: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -424,15 +424,16 @@ def _minmax_source(minmax: List[Tuple[float, float]], results: List[Dict[str, An
 def _check_named_split(split: str, files: List[InputFile]) -> None:
     """The papers' protocols need their files: criteo_kaggle one train.txt, criteo_terabyte day_0 .. day_23."""
     if split == "criteo_kaggle" and len(files) != 1:
-        raise PrepareError(f"prepare.split=criteo_kaggle cuts one file (Criteo Kaggle's train.txt) into "
-                           f"{KAGGLE_DAYS} days; got {len(files)}: {[f.path for f in files]}")
+        raise PrepareConfigError(f"prepare.split=criteo_kaggle cuts one file (Criteo Kaggle's train.txt) into "
+                                 f"{KAGGLE_DAYS} days; got {len(files)}: {[f.path for f in files]}")
     if split == "criteo_terabyte":
         days = sorted(f.day for f in files if f.day is not None)
         missing = sorted(set(range(TERABYTE_DAYS)) - set(days))
         if len(days) != len(files) or days != list(range(TERABYTE_DAYS)):
-            raise PrepareError(f"prepare.split=criteo_terabyte needs exactly day_0 .. day_{TERABYTE_DAYS - 1} (train "
-                               f"on days 0-{TERABYTE_DAYS - 2}, day {TERABYTE_DAYS - 1} halves into val / test); "
-                               f"missing days {missing}, got {[f.path for f in files]}")
+            raise PrepareConfigError(f"prepare.split=criteo_terabyte needs exactly day_0 .. day_{TERABYTE_DAYS - 1} "
+                                     f"(train on days 0-{TERABYTE_DAYS - 2}, day {TERABYTE_DAYS - 1} halves into "
+                                     "val / test); "
+                                     f"missing days {missing}, got {[f.path for f in files]}")
 
 
 def _kaggle_days(path: str, detail: Dict[str, Any]) -> Tuple[Any, ...]:
@@ -493,7 +494,8 @@ def _prepare_criteo(cfg: PrepareConfig, progress: bool) -> Metadata:
     n_days = sum(f.day is not None for f in files)
     split = cfg.split if cfg.split != "auto" else ("day" if n_days >= 2 and n_days == len(files) else "ratio")
     if split == "day" and (n_days < 2 or n_days != len(files)):
-        raise PrepareError(f"prepare.split=day needs >= 2 day_N files and nothing else; got {[f.path for f in files]}")
+        raise PrepareConfigError(f"prepare.split=day needs >= 2 day_N files and nothing else; "
+                                 f"got {[f.path for f in files]}")
     _check_named_split(split, files)
     workers = cfg.workers or os.cpu_count() or 1
     out = Path(cfg.out_dir)

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys_dist.data.bad_rows import PrepareError
+from recsys_dist.data.bad_rows import PrepareConfigError
 from recsys_dist.data.metadata import SPLITS
 
 COLUMN_VALUES = {"train": 0, "val": 1, "valid": 1, "validation": 1, "dev": 1, "test": 2}
@@ -45,10 +45,10 @@ def parse_inputs(items: List[str]) -> Tuple[List[str], Dict[str, List[str]]]:
         else:
             plain.append(item)
     if plain and named:
-        raise PrepareError(f"prepare.input mixes split files ({', '.join(f'{k}=...' for k in named)}) with plain "
+        raise PrepareConfigError(f"prepare.input mixes split files ({', '.join(f'{k}=...' for k in named)}) with plain "
                            f"inputs {plain}: name the split of every input (train=PATH, val=PATH, test=PATH)")
     if named and "train" not in named:
-        raise PrepareError(f"prepare.input names {', '.join(sorted(named))} files but no train=PATH")
+        raise PrepareConfigError(f"prepare.input names {', '.join(sorted(named))} files but no train=PATH")
     return plain, named
 
 
@@ -59,7 +59,7 @@ def expand(patterns: List[str], where: str) -> List[str]:
         if _GLOB.search(p) and not Path(p).exists():
             hits = sorted(glob.glob(p))
             if not hits:
-                raise PrepareError(f"{where}: {p!r} matches no file")
+                raise PrepareConfigError(f"{where}: {p!r} matches no file")
             out += hits
         else:
             out.append(p)

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from recsys_dist.data.bad_rows import PrepareError
+from recsys_dist.data.bad_rows import PrepareConfigError
 from recsys_dist.data.line_checks import CR, DEFECT_KINDS, NUL, QUOTE, UTF8, LineIndex, line_defects, odd_quote_lines
 
 
@@ -93,21 +93,21 @@ def expand_inputs(inputs: List[str], in_folder: Callable[[Path], bool], empty: s
     `in_folder` accepts, by name. Errors: `empty` when nothing is given, "<folder>: <none_inside>" for a folder
     without such files, "<path>: no such file or folder"."""
     if not inputs:
-        raise PrepareError(empty)
+        raise PrepareConfigError(empty)
     found: List[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             kids = sorted(k for k in p.iterdir() if k.is_file() and in_folder(k))
             if not kids:
-                raise PrepareError(f"{p}: {none_inside}")
+                raise PrepareConfigError(f"{p}: {none_inside}")
             found += kids
         elif p.is_file():
             if check_file is not None:
                 check_file(p)
             found.append(p)
         else:
-            raise PrepareError(f"{p}: no such file or folder")
+            raise PrepareConfigError(f"{p}: no such file or folder")
     return found
 
 

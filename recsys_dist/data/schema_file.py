@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
-from recsys_dist.data.bad_rows import PrepareError
+from recsys_dist.data.bad_rows import PrepareConfigError
 from recsys_dist.data.numeric_transforms import DEFAULT_CLIP, DEFAULT_TRANSFORM, TRANSFORMS
 
 POOLINGS = ("sum", "mean")
@@ -44,7 +44,7 @@ _RULE = re.compile(r"^\s*(?P<col>[^<>=!]+?)\s*(?P<op>>=|<=|==|!=|>|<)\s*"
 _TEXT_RULE = re.compile(r"^\s*(?P<col>[^<>=!]+?)\s*(?P<op>==|!=)\s*(?P<q>['\"])(?P<text>.*)(?P=q)\s*$")
 
 
-class SchemaError(PrepareError):
+class SchemaError(PrepareConfigError):
     """The schema file is invalid, or does not fit the input files (a column that does not exist, ...)."""
 
 

@@ -57,7 +57,7 @@ import pyarrow.parquet as pq
 from recsys_dist.config import PrepareConfig
 from recsys_dist.data import criteo_encode as enc
 from recsys_dist.data import given_splits
-from recsys_dist.data.bad_rows import BAD_ROWS_FILE, BadRows, PrepareError
+from recsys_dist.data.bad_rows import BAD_ROWS_FILE, BadRows, PrepareConfigError, PrepareError
 from recsys_dist.data.metadata import METADATA_FILE, SPLITS, Metadata, SparseFeature, SplitInfo
 from recsys_dist.data import numeric_transforms
 from recsys_dist.data.numeric_transforms import ClipCounter, NumericFit
@@ -89,7 +89,8 @@ def discover_inputs(inputs: List[str]) -> List[str]:
     """Files as given; a folder contributes its CSV / TSV / Parquet files (by name)."""
     def known(p: Path) -> None:
         if _kind(str(p)) is None:
-            raise PrepareError(f"{p}: unknown file type; expected .csv, .tsv, .txt (optionally .gz), .parquet or .pq")
+            raise PrepareConfigError(f"{p}: unknown file type; expected .csv, .tsv, .txt (optionally .gz), .parquet "
+                                     "or .pq")
 
     paths = expand_inputs(inputs, lambda k: _kind(str(k)) is not None,
                           "prepare.input is empty: give CSV / Parquet files or folders of them",
@@ -126,7 +127,10 @@ def _check_columns(schema: Schema, path: str, names: List[str], types: Optional[
                               f"(columns {', '.join(map(str, at))}); expected one: rename the others")
         if col not in names:
             shown = ", ".join(names[:30]) + (", ..." if len(names) > 30 else "")
-            raise SchemaError(f"{schema.where(key)}: {key}={col!r} is not a column of {path} (columns: {shown})")
+            case = [n for n in names if n.strip().lower() == col.strip().lower()]  # names match exactly
+            hint = f"; {case[0]!r} differs only in case or spaces: write it as in the file" if case else ""
+            raise SchemaError(f"{schema.where(key)}: {key}={col!r} is not a column of {path} (columns: {shown})"
+                              f"{hint}")
     if types is None:
         return
 
@@ -445,10 +449,10 @@ def _update_stats(st: _Stats, schema: Schema, cols: Dict[str, pa.Array], block: 
 # -- the whole job --------------------------------------------------------------------------------------------
 def _check(cfg: PrepareConfig) -> None:
     if cfg.rows_per_file < 1:
-        raise PrepareError("prepare.rows_per_file must be >= 1")
+        raise PrepareConfigError("prepare.rows_per_file must be >= 1")
     if not (0 <= cfg.val_ratio < 1 and 0 <= cfg.test_ratio < 1 and cfg.val_ratio + cfg.test_ratio < 1):
-        raise PrepareError(f"prepare: val_ratio={cfg.val_ratio} and test_ratio={cfg.test_ratio} must be in "
-                           "[0, 1) with a sum < 1")
+        raise PrepareConfigError(f"prepare: val_ratio={cfg.val_ratio} and test_ratio={cfg.test_ratio} must be in "
+                                 "[0, 1) with a sum < 1")
 
 
 def _decide_split(cfg: PrepareConfig, schema: Schema) -> Tuple[List[str], _Split, Dict[str, Any]]:
@@ -460,8 +464,8 @@ def _decide_split(cfg: PrepareConfig, schema: Schema) -> Tuple[List[str], _Split
     plain, named = given_splits.parse_inputs(list(cfg.input))
     if schema.split_files:
         if plain or named:
-            raise PrepareError(f"{schema.where('split')}: the schema names the split files (split.train, ...) and "
-                               f"prepare.input gives {list(cfg.input)}: give the files in one place")
+            raise PrepareConfigError(f"{schema.where('split')}: the schema names the split files (split.train, ...) "
+                                     f"and prepare.input gives {list(cfg.input)}: give the files in one place")
         named = {k: given_splits.expand(v, schema.where(f"split.{k}")) for k, v in schema.split_files.items()}
     else:
         named = {k: given_splits.expand(v, f"prepare.input {k}=") for k, v in named.items()}
@@ -471,9 +475,9 @@ def _decide_split(cfg: PrepareConfig, schema: Schema) -> Tuple[List[str], _Split
     if named:
         if schema.split_column is not None or schema.timestamp is not None:
             what = "split.column" if schema.split_column is not None else "timestamp"
-            raise PrepareError(f"{schema.where(what)}: prepare.input names split files (train=...) and the schema "
-                               f"has {what}: the files are the split; remove {what} from the schema (or give "
-                               "plain inputs to split by it)")
+            raise PrepareConfigError(f"{schema.where(what)}: prepare.input names split files (train=...) and the "
+                                     f"schema has {what}: the files are the split; remove {what} from the schema (or give "
+                                     "plain inputs to split by it)")
         files: List[str] = []
         file_split: List[int] = []
         detail: Dict[str, Any] = {"mode": "files", "files": {}}
@@ -482,7 +486,7 @@ def _decide_split(cfg: PrepareConfig, schema: Schema) -> Tuple[List[str], _Split
                 found = discover_inputs(named[name])
                 dup = sorted(set(found) & set(files))
                 if dup:
-                    raise PrepareError(f"{dup[0]}: given for two splits ({name} and an earlier one)")
+                    raise PrepareConfigError(f"{dup[0]}: given for two splits ({name} and an earlier one)")
                 files += found
                 file_split += [SPLITS.index(name)] * len(found)
                 detail["files"][name] = found
@@ -514,7 +518,7 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
     _check(cfg)
     if schema is None:
         if not cfg.schema:
-            raise PrepareError("prepare.schema is not set: give --schema SCHEMA.yaml")
+            raise PrepareConfigError("prepare.schema is not set: give --schema SCHEMA.yaml")
         schema = load_schema(cfg.schema)
     files, split, split_detail = _decide_split(cfg, schema)
     val, test = split.val, split.test
