@@ -213,3 +213,18 @@ def test_config_errors_exit_2_data_errors_exit_1(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and f"clicks.csv:{len(ROWS) + 2}: price='cheap': expected a number or empty" in err, err
     assert not (tmp_path / "o" / "metadata.json").exists()
+
+
+def test_tsv_file_is_tab_separated_without_a_csv_key(tmp_path, capsys):
+    """Catches a `.tsv` file (docs: "CSV (or TSV)") read with the comma default: its whole header was one column
+    and prepare refused the schema's columns with a list that printed tabs; and a ';'-separated export (a
+    European Excel) refused without saying which delimiter its header holds. The TSV gives the CSV's dataset."""
+    (tmp_path / "plain.csv").write_text("\n".join([HEADER] + ROWS) + "\n")
+    (tmp_path / "plain.tsv").write_text("\n".join(x.replace(",", "\t") for x in [HEADER] + ROWS) + "\n")
+    (tmp_path / "semi.csv").write_text("\n".join(x.replace(",", ";") for x in [HEADER] + ROWS) + "\n")
+    assert _prepare(tmp_path, tmp_path / "plain.csv", tmp_path / "a", capsys)[0] == 0
+    code, err = _prepare(tmp_path, tmp_path / "plain.tsv", tmp_path / "b", capsys)
+    assert code == 0, err
+    assert _tables(tmp_path / "b") == _tables(tmp_path / "a")
+    code, err = _prepare(tmp_path, tmp_path / "semi.csv", tmp_path / "c", capsys)
+    assert code == 2 and "the header line holds ';': set csv: {delimiter: ';'} in the schema" in err, err

@@ -100,7 +100,8 @@ class Schema:
     val_ratio: Optional[float] = None  # None: prepare.val_ratio
     test_ratio: Optional[float] = None
     seed: Optional[int] = None
-    csv_delimiter: str = ","
+    csv_delimiter: str = ","  # unless csv.delimiter is given, a .tsv file's is a tab
+    csv_delimiter_given: bool = False
     csv_header: bool = True
     csv_columns: Optional[List[str]] = None  # column names when the CSV has no header
     cross_pairs: List[Tuple[str, str]] = field(default_factory=list)
@@ -323,6 +324,7 @@ def parse_schema(raw: Any, path: str = "schema.yaml", lines: Optional[Dict[str, 
     if "csv" in d:
         c = r.mapping(d["csv"], "csv", ("delimiter", "header", "columns"))
         s.csv_delimiter = r.string(c.get("delimiter", ","), "csv.delimiter")
+        s.csv_delimiter_given = "delimiter" in c
         if len(s.csv_delimiter) != 1:
             raise r.fail("csv.delimiter", f"={s.csv_delimiter!r}: expected one character")
         header = c.get("header", True)

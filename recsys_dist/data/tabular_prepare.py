@@ -98,6 +98,12 @@ def discover_inputs(inputs: List[str]) -> List[str]:
     return [str(p) for p in paths]
 
 
+def _delimiter(path: str, schema: Schema) -> str:
+    """The schema's csv.delimiter; without one, a tab for a .tsv (.tsv.gz) file and a comma for the others."""
+    name = path[:-3] if path.endswith(".gz") else path
+    return "\t" if not schema.csv_delimiter_given and name.endswith(".tsv") else schema.csv_delimiter
+
+
 def _csv_header(path: str, schema: Schema) -> List[str]:
     if not schema.csv_header:
         return list(schema.csv_columns or [])
@@ -105,7 +111,7 @@ def _csv_header(path: str, schema: Schema) -> List[str]:
         first = f.readline().decode("utf-8", errors="replace").rstrip("\r\n")
     if not first:
         raise SchemaError(f"{path}:1: empty; expected a header line of column names (or csv: {{header: false}})")
-    return next(csv.reader([first], delimiter=schema.csv_delimiter))
+    return next(csv.reader([first], delimiter=_delimiter(path, schema)))
 
 
 def _parquet(path: str, read: Callable[[str], Any], row: Optional[int] = None) -> Any:
@@ -129,6 +135,9 @@ def _check_columns(schema: Schema, path: str, names: List[str], types: Optional[
             shown = ", ".join(names[:30]) + (", ..." if len(names) > 30 else "")
             case = [n for n in names if n.strip().lower() == col.strip().lower()]  # names match exactly
             hint = f"; {case[0]!r} differs only in case or spaces: write it as in the file" if case else ""
+            other = [d for d in ",;\t|" if len(names) == 1 and d in names[0]]
+            if other:
+                hint += f"; the header line holds {other[0]!r}: set csv: {{delimiter: {other[0]!r}}} in the schema"
             raise SchemaError(f"{schema.where(key)}: {key}={col!r} is not a column of {path} (columns: {shown})"
                               f"{hint}")
     if types is None:
@@ -189,12 +198,12 @@ def _blocks(path: str, schema: Schema, bad: BadRows) -> Iterator[Tuple[pa.Table,
         bad.add(path, b.line, b.kind, f"{field}: {b.reason}" if field else b.reason, field, b.raw, b.size)
 
     stream = open_raw(path)
-    reader = LineReader(stream, BLOCK_BYTES, names, pacsv.ParseOptions(delimiter=schema.csv_delimiter),
+    reader = LineReader(stream, BLOCK_BYTES, names, pacsv.ParseOptions(delimiter=_delimiter(path, schema)),
                         pacsv.ConvertOptions(column_types={c: pa.string() for c in cols}, include_columns=cols,
                                              strings_can_be_null=True, null_values=[""],
                                              quoted_strings_can_be_null=False), on_bad,
                         lambda actual, expected: f"{actual} fields, expected {expected} "
-                                                 f"({schema.csv_delimiter!r}-separated)",
+                                                 f"({_delimiter(path, schema)!r}-separated)",
                         skip_first_line=schema.csv_header)
     try:  # block by block, no read-ahead (raw_files.LineReader): memory does not grow with the file
         for rows in reader:
