@@ -228,3 +228,32 @@ def test_tsv_file_is_tab_separated_without_a_csv_key(tmp_path, capsys):
     assert _tables(tmp_path / "b") == _tables(tmp_path / "a")
     code, err = _prepare(tmp_path, tmp_path / "semi.csv", tmp_path / "c", capsys)
     assert code == 2 and "the header line holds ';': set csv: {delimiter: ';'} in the schema" in err, err
+
+
+def test_empty_file_among_inputs_is_warned_and_adds_no_rows(tmp_path, capsys):
+    """Catches an empty CSV (a failed export: 0 bytes, or a byte-order mark alone) among good files stopping
+    prepare as a schema error ('empty; expected a header line ... or csv: {header: false}') that no schema
+    change fixes, and an empty Criteo day file passing unmentioned (as the last day it silently left val and
+    test empty). Each is warned about by name, listed in metadata.source.empty_files, and adds no rows."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("\n".join([HEADER] + ROWS) + "\n")
+    (tmp_path / "in" / "b.csv").write_bytes(b"")
+    (tmp_path / "in" / "c.csv").write_bytes(codecs.BOM_UTF8)
+    assert _prepare(tmp_path, tmp_path / "in" / "a.csv", tmp_path / "a", capsys)[0] == 0
+    code, err = _prepare(tmp_path, tmp_path / "in", tmp_path / "b", capsys)
+    assert code == 0, err
+    for name in ("b.csv", "c.csv"):
+        assert f"{tmp_path / 'in' / name}: empty file (no lines): it adds no rows" in err, err
+    md = json.loads((tmp_path / "b" / "metadata.json").read_text())
+    assert md["source"]["empty_files"] == [str(tmp_path / "in" / n) for n in ("b.csv", "c.csv")]
+    assert sum(s["rows"] for s in md["splits"].values()) == len(ROWS)
+    line = "\t".join(["0"] + [str(i) for i in range(13)] + ["68fd1e64"] * 26)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for day in (0, 1):
+        (raw / f"day_{day}").write_text("\n".join([line] * 10) + "\n")
+    (raw / "day_2").write_bytes(b"")
+    assert main(["prepare", "--input", str(raw), "--out", str(tmp_path / "p")]) == 0
+    err = capsys.readouterr().err
+    assert f"{raw / 'day_2'}: empty file (no lines)" in err and "the val and test splits are empty" in err, err
+    assert json.loads((tmp_path / "p" / "metadata.json").read_text())["source"]["empty_files"] == [str(raw / "day_2")]

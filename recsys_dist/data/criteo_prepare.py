@@ -497,6 +497,9 @@ def _prepare_criteo(cfg: PrepareConfig, progress: bool) -> Metadata:
         raise PrepareConfigError(f"prepare.split=day needs >= 2 day_N files and nothing else; "
                                  f"got {[f.path for f in files]}")
     _check_named_split(split, files)
+    empty = raw_files.empty_files([f.path for f in files])
+    if split == "day" and files[-1].path in empty:
+        print(f"prepare: warning: {files[-1].path} is the last day: the val and test splits are empty", file=sys.stderr)
     workers = cfg.workers or os.cpu_count() or 1
     out = Path(cfg.out_dir)
     for s in SPLITS:
@@ -609,7 +612,7 @@ def _prepare_criteo(cfg: PrepareConfig, progress: bool) -> Metadata:
                 "hash_cap": cfg.hash_cap if cfg.categorical == "hash" else None,
                 "min_count": cfg.min_count if cfg.categorical == "vocab" else None,
                 "split": split_detail, "val_ratio": cfg.val_ratio, "test_ratio": cfg.test_ratio, "seed": cfg.seed,
-                "lines": sum(r["lines"] for r in results),
+                "lines": sum(r["lines"] for r in results), "empty_files": empty,
                 "bucket_low": enc.BUCKET_LOW if cfg.dense == "bucketize" else None,
                 **(_minmax_source(minmax, results) if minmax is not None else {}),
                 **({"numeric": {n: {"transform": "standardize", "clip": numeric_transforms.DEFAULT_CLIP,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -470,6 +471,18 @@ def _has_null_row(batch: pa.RecordBatch) -> bool:
     if not batch.num_columns or not batch.column(0).null_count:
         return False
     return bool(np.logical_and.reduce([c.is_null().to_numpy(zero_copy_only=False) for c in batch.columns]).any())
+
+
+def empty_files(paths: List[str], what: str = "") -> List[str]:
+    """The files whose (decompressed) content is empty, or a byte-order mark alone; each is warned about on
+    stderr: it adds no row, which is no error, but seldom what was meant (a failed export or download)."""
+    empty = []
+    for p in paths:
+        with open_raw(p) as f:
+            if not f.read(1):
+                empty.append(p)
+                print(f"prepare: warning: {p}: empty file (no lines): it adds no rows{what}", file=sys.stderr)
+    return empty
 
 
 def count_lines(path: str) -> int:

@@ -63,7 +63,7 @@ from recsys_dist.data import numeric_transforms
 from recsys_dist.data.numeric_transforms import ClipCounter, NumericFit
 from recsys_dist.data.oov_report import OOV_ID, OovCounter, TrainIds, unseen_hashed
 from recsys_dist.data.parquet_parts import Part, PartWriter, remove_temp_files
-from recsys_dist.data.raw_files import BadLine, LineReader, Rows, expand_inputs, open_raw
+from recsys_dist.data.raw_files import BadLine, LineReader, Rows, empty_files, expand_inputs, open_raw
 from recsys_dist.data.schema_file import CategoricalSpec, Schema, SchemaError, load_schema, rule_holds
 from recsys_dist.data.tabular_encode import as_strings, hash_strings, parse_numbers, parse_timestamps, split_lists
 
@@ -190,6 +190,9 @@ def _blocks(path: str, schema: Schema, bad: BadRows) -> Iterator[Tuple[pa.Table,
             yield pa.Table.from_batches([b]), np.arange(row + 1, row + b.num_rows + 1), None
             row += b.num_rows
         return
+    with open_raw(path) as f:
+        if not f.read(1):  # an empty file: no header, no rows (warned about by empty_files)
+            return
     names = _csv_header(path, schema)
     _check_columns(schema, path, names, None)
 
@@ -485,8 +488,8 @@ def _decide_split(cfg: PrepareConfig, schema: Schema) -> Tuple[List[str], _Split
         if schema.split_column is not None or schema.timestamp is not None:
             what = "split.column" if schema.split_column is not None else "timestamp"
             raise PrepareConfigError(f"{schema.where(what)}: prepare.input names split files (train=...) and the "
-                                     f"schema has {what}: the files are the split; remove {what} from the schema (or give "
-                                     "plain inputs to split by it)")
+                                     f"schema has {what}: the files are the split; remove {what} from the schema "
+                                     "(or give plain inputs to split by it)")
         files: List[str] = []
         file_split: List[int] = []
         detail: Dict[str, Any] = {"mode": "files", "files": {}}
@@ -531,7 +534,10 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
         schema = load_schema(cfg.schema)
     files, split, split_detail = _decide_split(cfg, schema)
     val, test = split.val, split.test
+    empty = set(empty_files([p for p in files if _kind(p) == "csv"]))
     for path in files:  # schema errors before any pass: every file has the columns
+        if path in empty:
+            continue
         if _kind(path) == "parquet":
             arrow = _parquet(path, pq.read_schema)
             _check_columns(schema, path, arrow.names, dict(zip(arrow.names, arrow.types)))
@@ -616,6 +622,7 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
                 "val_ratio": val if split.mode in ("time", "ratio") else None,
                 "test_ratio": test if split.mode in ("time", "ratio") else None,
                 "seed": split.seed if split.mode == "ratio" else None, "lines": written + bad.count,
+                "empty_files": sorted(empty),
                 "minmax": {n.name: [fits[n.name].lo, fits[n.name].hi] for n in schema.dense()
                            if n.transform == "minmax"},
                 "numeric": {n.name: {"transform": n.transform, **({"clip": n.clip} if n.transform == "standardize"
