@@ -257,3 +257,21 @@ def test_empty_file_among_inputs_is_warned_and_adds_no_rows(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{raw / 'day_2'}: empty file (no lines)" in err and "the val and test splits are empty" in err, err
     assert json.loads((tmp_path / "p" / "metadata.json").read_text())["source"]["empty_files"] == [str(raw / "day_2")]
+
+
+def test_parquet_with_an_all_null_column_reads_as_empty_cells(tmp_path, capsys):
+    """Catches a Parquet file whose optional columns hold no value at all (pandas writes an all-None column as
+    Arrow type `null`) being refused as 'the column is null; expected numbers or text': its cells are empty, as
+    the same column typed string / double with nulls gives (item id 0, price the train mean)."""
+    t = pacsv.read_csv(pa.py_buffer(("\n".join([HEADER] + ROWS) + "\n").encode()))
+    n = t.num_rows
+    typed = t.set_column(2, "item", pa.nulls(n, pa.string())).set_column(3, "price", pa.nulls(n, pa.float64()))
+    untyped = t.set_column(2, "item", pa.nulls(n)).set_column(3, "price", pa.nulls(n))
+    assert untyped.schema.field("price").type == pa.null()
+    pq.write_table(typed, tmp_path / "typed.parquet")
+    pq.write_table(untyped, tmp_path / "untyped.parquet")
+    assert _prepare(tmp_path, tmp_path / "typed.parquet", tmp_path / "a", capsys)[0] == 0
+    code, err = _prepare(tmp_path, tmp_path / "untyped.parquet", tmp_path / "b", capsys)
+    assert code == 0, err
+    assert _tables(tmp_path / "b") == _tables(tmp_path / "a")
+    assert set(_tables(tmp_path / "b")["train"]["item"]) == {0}

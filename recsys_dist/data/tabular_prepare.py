@@ -144,7 +144,7 @@ def _check_columns(schema: Schema, path: str, names: List[str], types: Optional[
         return
 
     def want(col: str, key: str, ok: bool, expected: str) -> None:
-        if not ok:
+        if not ok and not pa.types.is_null(types[col]):  # a column of nulls only (pandas' all-None column): empty
             raise SchemaError(f"{schema.where(key)}: {key}={col!r}: in {path} the column is {types[col]}; "
                               f"expected {expected}")
 
@@ -187,7 +187,11 @@ def _blocks(path: str, schema: Schema, bad: BadRows) -> Iterator[Tuple[pa.Table,
         row = 0
         batches = pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=cols)
         while (b := _parquet(path, lambda _: next(batches, None), row)) is not None:
-            yield pa.Table.from_batches([b]), np.arange(row + 1, row + b.num_rows + 1), None
+            t = pa.Table.from_batches([b])
+            for i, f in enumerate(t.schema):  # all-null (type null): empty cells, as a CSV column of empties
+                if pa.types.is_null(f.type):
+                    t = t.set_column(i, f.name, pa.nulls(t.num_rows, pa.string()))
+            yield t, np.arange(row + 1, row + b.num_rows + 1), None
             row += b.num_rows
         return
     with open_raw(path) as f:
