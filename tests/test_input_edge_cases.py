@@ -275,3 +275,29 @@ def test_parquet_with_an_all_null_column_reads_as_empty_cells(tmp_path, capsys):
     assert code == 0, err
     assert _tables(tmp_path / "b") == _tables(tmp_path / "a")
     assert set(_tables(tmp_path / "b")["train"]["item"]) == {0}
+
+
+def test_missing_value_markers_and_number_forms_in_own_csv(tmp_path, capsys):
+    """Pins what docs/own_data.md says of cells a practitioner's exports hold, so a change to the number parser
+    cannot silently turn markers into values: a numeric `NA`, `NULL`, `\\N`, `nan`, `inf`, `-`, `"1,000"` is a
+    bad row naming the field (never 0, never empty); ` 12 ` and `1e3` are numbers; a label `1.0` / ` 1 ` is 1,
+    `true` / `yes` / `2` are bad rows; a categorical `NULL` is a value of its own (only an empty cell is empty)."""
+    base = "2024-01-{:02d}T00:00:00,{},i1,{},{}"
+    cells = [("u1", " 12 ", "1"), ("u1", "1e3", "0"), ("u1", "NA", "1"), ("u1", "NULL", "1"), ("u1", "\\N", "1"),
+             ("u1", "nan", "1"), ("u1", "inf", "1"), ("u1", "-", "1"), ("u1", '"1,000"', "1"), ("u1", "3", "1.0"),
+             ("u1", "4", " 1 "), ("u1", "5", "true"), ("u1", "6", "yes"), ("u1", "7", "2"), ("NULL", "8", "0"),
+             ("", "9", "0")]
+    rows = [base.format(d + 1, u, p, y) for d, (u, p, y) in enumerate(cells)]
+    (tmp_path / "m.csv").write_text("\n".join([HEADER] + rows) + "\n")
+    (tmp_path / "schema.yaml").write_text(SCHEMA.replace("timestamp: ts\nsplit: {val: 0.1, test: 0.1}",
+                                                         "split: {val: 0, test: 0}").replace("log", "none"))
+    assert main(["prepare", "--schema", str(tmp_path / "schema.yaml"), "--input", str(tmp_path / "m.csv"),
+                 "--out", str(tmp_path / "o")]) == 0, capsys.readouterr().err
+    bad = {b["line"]: (b["field"], b["kind"]) for b in map(json.loads, (tmp_path / "o" / "bad_rows.jsonl")
+                                                            .read_text().splitlines())}
+    assert bad == {**{n: ("price", "numeric_not_number") for n in range(4, 11)},
+                   **{n: ("clicked", "label") for n in (13, 14, 15)}}, bad
+    t = pq.read_table(tmp_path / "o" / "train").to_pydict()
+    assert t["price"] == [12.0, 1000.0, 3.0, 4.0, 8.0, 9.0] and t["label"] == [1, 0, 1, 1, 0, 0], t
+    user = t["user"]
+    assert user[0] == user[1] == user[2] == user[3] >= 2 and user[4] >= 2 and user[4] != user[0] and user[5] == 0
