@@ -301,3 +301,16 @@ def test_missing_value_markers_and_number_forms_in_own_csv(tmp_path, capsys):
     assert t["price"] == [12.0, 1000.0, 3.0, 4.0, 8.0, 9.0] and t["label"] == [1, 0, 1, 1, 0, 0], t
     user = t["user"]
     assert user[0] == user[1] == user[2] == user[3] >= 2 and user[4] >= 2 and user[4] != user[0] and user[5] == 0
+
+
+@pytest.mark.parametrize("header, message", [
+    ("\r".join([HEADER] + ROWS[:3]), "a carriage return (CR) at character 27 of the header line: lines end at LF"),
+    ("ts,user," + "x" * 200_000 + ",price,clicked", "the header line is not CSV (field larger than field limit"),
+])
+def test_header_line_python_csv_cannot_read_is_an_error_not_a_traceback(tmp_path, capsys, header, message):
+    """Catches `_csv.Error` escaping as a traceback from the header line: a file with CR-only line ends (classic
+    Mac OS exports: the whole file is one line, 'new-line character seen in unquoted field'), or a header field
+    over Python's csv field limit (a binary file under a .csv name). Exit 1 naming file:1 and the cause."""
+    (tmp_path / "h.csv").write_text(header + "\n" + "\n".join(ROWS) + "\n", newline="")
+    code, err = _prepare(tmp_path, tmp_path / "h.csv", tmp_path / "o", capsys)
+    assert code == 1 and "Traceback" not in err and f"{tmp_path / 'h.csv'}:1: {message}" in err, (code, err)

@@ -111,7 +111,14 @@ def _csv_header(path: str, schema: Schema) -> List[str]:
         first = f.readline().decode("utf-8", errors="replace").rstrip("\r\n")
     if not first:
         raise SchemaError(f"{path}:1: empty; expected a header line of column names (or csv: {{header: false}})")
-    return next(csv.reader([first], delimiter=_delimiter(path, schema)))
+    if "\r" in first:
+        raise PrepareError(f"{path}:1: a carriage return (CR) at character {first.index(chr(13)) + 1} of the header "
+                           "line: lines end at LF (or CRLF); convert a file with CR-only line ends (classic Mac OS) "
+                           "to LF")
+    try:
+        return next(csv.reader([first], delimiter=_delimiter(path, schema)))
+    except csv.Error as e:  # e.g. a NUL byte
+        raise PrepareError(f"{path}:1: the header line is not CSV ({e}); expected column names") from None
 
 
 def _parquet(path: str, read: Callable[[str], Any], row: Optional[int] = None) -> Any:
