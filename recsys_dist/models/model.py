@@ -50,24 +50,35 @@ class CTRTrainModel(nn.Module):
     The loss is the mean BCE over rows with weight > 0 plus the arch's regularization loss, if any, plus
     `embedding_l2` times the looked-up embeddings' L2 (optim.embedding_l2: recsys_dist/embedding_l2.py).
     `autocast_dtype` runs the dense arch under torch.autocast (bf16), embeddings stay fp32.
+
+    Scoring (eval mode, no autograd) runs the dense arch over `score_chunk_rows` rows at a time (0: the whole
+    batch): its output is per row, and an arch's per-row activations (OptInter: [B, 325, d] per pair method,
+    DLRM: [B, F, F] interactions) at an eval batch of 8192+ rows are fresh page-faulted allocations that miss
+    the caches, so a large eval batch scored slower per row than the training batch (docs/benchmarks.md).
     """
 
     def __init__(self, model: CTRModel, autocast_dtype: Optional[torch.dtype] = None,
-                 embedding_l2: float = 0.0) -> None:
+                 embedding_l2: float = 0.0, score_chunk_rows: int = 0) -> None:
         super().__init__()
         self.model = model
         self.autocast_dtype = autocast_dtype
         self.embedding_l2 = float(embedding_l2)
+        self.score_chunk_rows = int(score_chunk_rows)
+
+    def _dense_logits(self, dense: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        arch = self.model.dense_arch
+        if self.autocast_dtype is not None:
+            # the device from a parameter, not from the batch: TorchRec's pipelines fx-trace this forward
+            with torch.autocast(device_type=_device_type(arch), dtype=self.autocast_dtype):
+                return arch(dense, embeddings).float()
+        return arch(dense, embeddings)
 
     def forward(self, batch) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         embeddings = self.model.sparse_arch(batch.sparse_features)
-        if self.autocast_dtype is not None:
-            # the device from a parameter, not from the batch: TorchRec's pipelines fx-trace this forward
-            with torch.autocast(device_type=_device_type(self.model.dense_arch), dtype=self.autocast_dtype):
-                logits = self.model.dense_arch(batch.dense_features, embeddings)
-            logits = logits.float()
+        if not self.training and not torch.is_grad_enabled() and self.score_chunk_rows > 0:
+            logits = score_in_chunks(self._dense_logits, batch.dense_features, embeddings, self.score_chunk_rows)
         else:
-            logits = self.model.dense_arch(batch.dense_features, embeddings)
+            logits = self._dense_logits(batch.dense_features, embeddings)
         loss = weighted_bce(logits, batch.labels, batch.weights)
         reg = self.model.dense_arch.regularization_loss()
         if reg is not None:
@@ -75,6 +86,14 @@ class CTRTrainModel(nn.Module):
         if self.embedding_l2 > 0:
             loss = loss + embedding_l2(embeddings, batch.weights, self.embedding_l2)
         return loss, (loss.detach(), logits.detach(), batch.labels)
+
+
+def score_in_chunks(fn, dense: torch.Tensor, embeddings: torch.Tensor, rows: int) -> torch.Tensor:
+    """fn(dense, embeddings) -> [B] logits, computed over row chunks of at most `rows` (eval only: no autograd)."""
+    n = embeddings.shape[0]
+    if n <= rows:
+        return fn(dense, embeddings)
+    return torch.cat([fn(dense[i:i + rows], embeddings[i:i + rows]) for i in range(0, n, rows)])
 
 
 def _device_type(module: nn.Module) -> str:
