@@ -314,3 +314,23 @@ def test_header_line_python_csv_cannot_read_is_an_error_not_a_traceback(tmp_path
     (tmp_path / "h.csv").write_text(header + "\n" + "\n".join(ROWS) + "\n", newline="")
     code, err = _prepare(tmp_path, tmp_path / "h.csv", tmp_path / "o", capsys)
     assert code == 1 and "Traceback" not in err and f"{tmp_path / 'h.csv'}:1: {message}" in err, (code, err)
+
+
+def test_folder_upper_case_extension_read_and_plain_text_named_gz(tmp_path, capsys):
+    """Catches a folder's `B.CSV` (a Windows export) being left out of the dataset without a word (only
+    lower-case extensions were inputs), and a plain-text file named `.csv.gz` reported as 'empty; expected a
+    header line ... or csv: {header: false}' (or, after the empty-file warning, as an empty file) instead of as
+    the corrupt gzip stream it is."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("\n".join([HEADER] + ROWS[:14]) + "\n")
+    (tmp_path / "in" / "B.CSV").write_text("\n".join([HEADER] + ROWS[14:]) + "\n")
+    code, err = _prepare(tmp_path, tmp_path / "in", tmp_path / "o", capsys)
+    assert code == 0, err
+    md = json.loads((tmp_path / "o" / "metadata.json").read_text())
+    assert [p.rsplit("/", 1)[1] for p in md["source"]["inputs"]] == ["B.CSV", "a.csv"]
+    assert sum(s["rows"] for s in md["splits"].values()) == len(ROWS)
+    (tmp_path / "plain.csv.gz").write_text("\n".join([HEADER] + ROWS) + "\n")
+    code, err = _prepare(tmp_path, tmp_path / "plain.csv.gz", tmp_path / "g", capsys)
+    assert code == 1 and "empty" not in err and (
+        f"{tmp_path / 'plain.csv.gz'}: corrupt gzip stream (Error -3 while decompressing data: incorrect header "
+        "check) before the end of the header line; expected a gzip-compressed CSV") in err, err

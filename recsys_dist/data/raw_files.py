@@ -115,7 +115,7 @@ def expand_inputs(inputs: List[str], in_folder: Callable[[Path], bool], empty: s
 def open_raw(path: str) -> Any:
     """A binary stream of the file's bytes, decompressed for `.gz` (see GzipReader for a cut stream), after a
     UTF-8 byte-order mark if the file starts with one (Excel's "CSV UTF-8"): it is no part of the first field."""
-    stream = io.BufferedReader(GzipReader(path), 1 << 20) if path.endswith(".gz") else open(path, "rb")
+    stream = io.BufferedReader(GzipReader(path), 1 << 20) if path.lower().endswith(".gz") else open(path, "rb")
     if stream.peek(3)[:3] == codecs.BOM_UTF8:
         stream.read(3)
     return stream
@@ -473,13 +473,20 @@ def _has_null_row(batch: pa.RecordBatch) -> bool:
     return bool(np.logical_and.reduce([c.is_null().to_numpy(zero_copy_only=False) for c in batch.columns]).any())
 
 
+def gzip_problem(stream: Any) -> Optional[str]:
+    """The detail of a damaged .gz stream of open_raw (after a read), else None."""
+    raw = getattr(stream, "raw", None)
+    return raw.detail if getattr(raw, "problem", None) is not None else None
+
+
 def empty_files(paths: List[str], what: str = "") -> List[str]:
     """The files whose (decompressed) content is empty, or a byte-order mark alone; each is warned about on
-    stderr: it adds no row, which is no error, but seldom what was meant (a failed export or download)."""
+    stderr: it adds no row, which is no error, but seldom what was meant (a failed export or download). A .gz
+    damaged before its first byte is not empty (the readers report the damage)."""
     empty = []
     for p in paths:
         with open_raw(p) as f:
-            if not f.read(1):
+            if not f.read(1) and gzip_problem(f) is None:
                 empty.append(p)
                 print(f"prepare: warning: {p}: empty file (no lines): it adds no rows{what}", file=sys.stderr)
     return empty

@@ -63,7 +63,7 @@ from recsys_dist.data import numeric_transforms
 from recsys_dist.data.numeric_transforms import ClipCounter, NumericFit
 from recsys_dist.data.oov_report import OOV_ID, OovCounter, TrainIds, unseen_hashed
 from recsys_dist.data.parquet_parts import Part, PartWriter, remove_temp_files
-from recsys_dist.data.raw_files import BadLine, LineReader, Rows, empty_files, expand_inputs, open_raw
+from recsys_dist.data.raw_files import BadLine, LineReader, Rows, empty_files, expand_inputs, gzip_problem, open_raw
 from recsys_dist.data.schema_file import CategoricalSpec, Schema, SchemaError, load_schema, rule_holds
 from recsys_dist.data.tabular_encode import as_strings, hash_strings, parse_numbers, parse_timestamps, split_lists
 
@@ -77,6 +77,7 @@ _PARQUET_EXT = (".parquet", ".pq")
 
 # -- inputs ---------------------------------------------------------------------------------------------------
 def _kind(path: str) -> Optional[str]:
+    path = path.lower()  # CLICKS.CSV too (Windows exports): a folder's data file must never be left out unseen
     name = path[:-3] if path.endswith(".gz") else path
     if name.endswith(_CSV_EXT):
         return "csv"
@@ -100,7 +101,7 @@ def discover_inputs(inputs: List[str]) -> List[str]:
 
 def _delimiter(path: str, schema: Schema) -> str:
     """The schema's csv.delimiter; without one, a tab for a .tsv (.tsv.gz) file and a comma for the others."""
-    name = path[:-3] if path.endswith(".gz") else path
+    name = path.lower().removesuffix(".gz")
     return "\t" if not schema.csv_delimiter_given and name.endswith(".tsv") else schema.csv_delimiter
 
 
@@ -109,6 +110,9 @@ def _csv_header(path: str, schema: Schema) -> List[str]:
         return list(schema.csv_columns or [])
     with open_raw(path) as f:
         first = f.readline().decode("utf-8", errors="replace").rstrip("\r\n")
+        damage = gzip_problem(f)
+    if damage is not None and not first:
+        raise PrepareError(f"{path}: {damage} before the end of the header line; expected a gzip-compressed CSV")
     if not first:
         raise SchemaError(f"{path}:1: empty; expected a header line of column names (or csv: {{header: false}})")
     if "\r" in first:
@@ -202,7 +206,7 @@ def _blocks(path: str, schema: Schema, bad: BadRows) -> Iterator[Tuple[pa.Table,
             row += b.num_rows
         return
     with open_raw(path) as f:
-        if not f.read(1):  # an empty file: no header, no rows (warned about by empty_files)
+        if not f.read(1) and gzip_problem(f) is None:  # an empty file: no header, no rows (see empty_files)
             return
     names = _csv_header(path, schema)
     _check_columns(schema, path, names, None)
