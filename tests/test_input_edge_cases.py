@@ -334,3 +334,23 @@ def test_folder_upper_case_extension_read_and_plain_text_named_gz(tmp_path, caps
     assert code == 1 and "empty" not in err and (
         f"{tmp_path / 'plain.csv.gz'}: corrupt gzip stream (Error -3 while decompressing data: incorrect header "
         "check) before the end of the header line; expected a gzip-compressed CSV") in err, err
+
+
+def test_time_split_on_coarse_timestamps_says_why_the_shares_are_off(tmp_path, capsys):
+    """Catches a time split on dates without a time silently giving 50% / 0% / 50% for an asked 80 / 10 / 10
+    (every row at a cutoff goes to the later split), and a constant timestamp column stopping with 'no train
+    rows' and no word of why. Both print the shares got and asked, and the cause."""
+    schema = SCHEMA.replace("split: {val: 0.1, test: 0.1}", "split: {val: 0.1, test: 0.1, seed: 0}")
+    two = [f"2024-01-0{1 + d % 2},u{d % 3},i{d % 5},{d},{d % 2}" for d in range(40)]
+    (tmp_path / "two.csv").write_text("\n".join([HEADER] + two) + "\n")
+    (tmp_path / "one.csv").write_text("\n".join([HEADER] + [r.replace("-02,", "-01,") for r in two]) + "\n")
+    (tmp_path / "schema.yaml").write_text(schema)
+    for data, code_want, got in (("two.csv", 0, "train 50.0% / val 0.0% / test 50.0%"),
+                                 ("one.csv", 1, "train 0.0% / val 0.0% / test 100.0%")):
+        code = main(["prepare", "--schema", str(tmp_path / "schema.yaml"), "--input", str(tmp_path / data),
+                     "--out", str(tmp_path / data.replace(".", "_"))])
+        err = capsys.readouterr().err
+        assert code == code_want and f"the time split (timestamp: ts) gave {got} of the rows, asked 80% / 10% / " \
+            "10%: many rows share the timestamp at a cutoff" in err, (data, code, err)
+    md = json.loads((tmp_path / "two_csv" / "metadata.json").read_text())
+    assert "many rows share the timestamp" in md["source"]["split"]["warnings"][0]

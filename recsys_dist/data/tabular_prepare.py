@@ -358,6 +358,23 @@ def _each_block(files: List[str], schema: Schema, split: _Split, bad: BadRows) -
         bad.raise_strict()
 
 
+TIME_SPLIT_TOLERANCE = 0.05  # a split share this far from the asked one is warned about
+
+
+def _time_split_warning(schema: Schema, split: _Split, rows: Dict[str, int]) -> str:
+    """The time split's shares when one is more than TIME_SPLIT_TOLERANCE from what was asked (rows sharing the
+    timestamp at a cutoff all go to the later split: dates without a time, a constant column), else ""."""
+    total = sum(rows.values())
+    asked = {"train": 1 - split.val - split.test, "val": split.val, "test": split.test}
+    if not total or all(abs(rows[s] / total - asked[s]) <= TIME_SPLIT_TOLERANCE for s in SPLITS):
+        return ""
+    got = " / ".join(f"{s} {100 * rows[s] / total:.1f}%" for s in SPLITS)
+    want = " / ".join(f"{100 * asked[s]:g}%" for s in SPLITS)
+    return (f"the time split (timestamp: {schema.timestamp}) gave {got} of the rows, asked {want}: many rows share "
+            "the timestamp at a cutoff (the rows at a cutoff all go to the later split); give finer timestamps, or "
+            "remove `timestamp:` for a random split")
+
+
 def _time_cutoffs(files: List[str], schema: Schema, split: _Split, strict: bool) -> None:
     rng = np.random.default_rng([split.seed, 1 << 20])
     times, prio = np.zeros(0), np.zeros(0)
@@ -606,7 +623,13 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
                 _update_stats(stats, schema, {n: sub.column(n).combine_chunks() for n in sub.column_names}, part)
     bad.close()
     parts = {s: w.close() for s, w in writers.items()}
-    bad.require_train_rows(files, {s: sum(p.rows for p in ps) for s, ps in parts.items()})
+    rows = {s: sum(p.rows for p in ps) for s, ps in parts.items()}
+    if split.mode == "time":
+        warning = _time_split_warning(schema, split, rows)
+        if warning:
+            print(f"prepare: warning: {warning}", file=sys.stderr)
+            split_detail.setdefault("warnings", []).append(warning)
+    bad.require_train_rows(files, rows)
     splits = {s: _split_info(ps) for s, ps in parts.items()}
     written = sum(s.rows for s in splits.values())
 
