@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
 from common import ROOT, machine
 
@@ -90,7 +90,8 @@ def threads_under_load(data: Path, out: Path, rounds: int, epochs: int) -> None:
         print(f"| {name} | {gs[0]['threads']} | {t:.1f} | {t / base:.2f}x | {gs[-1]['auc']:.4f} |")
 
 
-def _eval_vs_train(data: str, steps: int, rounds: int) -> List[dict]:
+def _eval_vs_train(data: str, steps: int, rounds: int, overrides: Sequence[str] = (),
+                   config: Optional[str] = CONFIG) -> List[dict]:
     import logging
 
     import torch
@@ -105,7 +106,7 @@ def _eval_vs_train(data: str, steps: int, rounds: int) -> List[dict]:
     import torch.distributed as dist
 
     logging.disable(logging.WARNING)
-    cfg = load_config(CONFIG, [f"data.dir={data}"])
+    cfg = load_config(config, [f"data.dir={data}", *overrides])
     env, threads = setup_process(cfg.train)
     built = build_sharded_model(cfg, env)
     opt = build_optimizer(built.dmp, built.model.dense_arch.architecture_parameters(), cfg.optim)
@@ -141,15 +142,18 @@ def _eval_vs_train(data: str, steps: int, rounds: int) -> List[dict]:
 RESULT = "bench_threads_eval result: "
 
 
-def eval_throughput(data: Path, steps: int, rounds: int, ranks: int) -> None:
+def eval_throughput(data: Path, steps: int, rounds: int, ranks: int, overrides: Sequence[str] = (),
+                    config: Optional[str] = CONFIG) -> None:
     if ranks == 1:
-        print(f"\n2. scoring the val split vs training, same process, alternating ({rounds} rounds)")
-        rs = _eval_vs_train(str(data), steps, rounds)
+        print(f"\n2. scoring the val split vs training, same process, alternating ({rounds} rounds)"
+              + (f"; {' '.join(overrides)}" if overrides else ""))
+        rs = _eval_vs_train(str(data), steps, rounds, overrides, config)
     else:
         print(f"\n2b. the same on {ranks} gloo ranks (torchrun --standalone --nproc_per_node {ranks}), global "
               f"samples/s, alternating ({rounds} rounds)")
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
-               __file__, "--eval-worker", str(data), "--steps", str(steps), "--rounds", str(rounds)]
+               __file__, "--eval-worker", str(data), "--steps", str(steps), "--rounds", str(rounds),
+               f"--config={config or 'none'}", *(f"--set={o}" for o in overrides)]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=3600)
         lines = [x for x in proc.stdout.splitlines() if x.startswith(RESULT)]
         if proc.returncode or not lines:
@@ -174,19 +178,24 @@ def main() -> None:
     ap.add_argument("--skip-threads", action="store_true")
     ap.add_argument("--skip-eval", action="store_true")
     ap.add_argument("--eval-ranks", default="1,2", help="world sizes of section 2, e.g. 1,2")
+    ap.add_argument("--config", default=CONFIG,
+                    help="section 2's config file (default: %(default)s; 'none': the built-in defaults)")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override of section 2's config, e.g. --config none --set model.arch=optinter")
+    ap.add_argument("--data", type=Path, help="a prepared dataset to use instead of synthesizing one")
     ap.add_argument("--eval-worker", metavar="DATA", help=argparse.SUPPRESS)  # one rank of section 2b
     a = ap.parse_args()
     if a.eval_worker:
-        rs = _eval_vs_train(a.eval_worker, a.steps, a.rounds)
+        rs = _eval_vs_train(a.eval_worker, a.steps, a.rounds, a.set, None if a.config == "none" else a.config)
         if os.environ.get("RANK", "0") == "0":
             print(RESULT + json.dumps(rs), flush=True)
         return
     print(machine())
     with tempfile.TemporaryDirectory() as d:
-        data = make_data(Path(d), a.rows_per_day)
+        data = a.data or make_data(Path(d), a.rows_per_day)
         if not a.skip_eval:
             for ranks in map(int, a.eval_ranks.split(",")):
-                eval_throughput(data, a.steps, a.rounds + 1, ranks)
+                eval_throughput(data, a.steps, a.rounds + 1, ranks, a.set, None if a.config == "none" else a.config)
         if not a.skip_threads:
             threads_under_load(data, Path(d) / "runs", a.rounds, a.epochs)
 
