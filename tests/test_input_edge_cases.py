@@ -354,3 +354,25 @@ def test_time_split_on_coarse_timestamps_says_why_the_shares_are_off(tmp_path, c
             "10%: many rows share the timestamp at a cutoff" in err, (data, code, err)
     md = json.loads((tmp_path / "two_csv" / "metadata.json").read_text())
     assert "many rows share the timestamp" in md["source"]["split"]["warnings"][0]
+
+
+def test_input_glob_no_shell_expanded(tmp_path, capsys):
+    """Catches a quoted glob (or one in a YAML config, where no shell expands it) as a plain input being refused
+    as 'no such file or folder', while the docs expand globs for `test=raw/test_*.csv`: plain inputs take their
+    matches too (Criteo day files in day order), and a pattern matching nothing is a config error (exit 2)."""
+    (tmp_path / "p1.csv").write_text("\n".join([HEADER] + ROWS[:14]) + "\n")
+    (tmp_path / "p2.csv").write_text("\n".join([HEADER] + ROWS[14:]) + "\n")
+    code, err = _prepare(tmp_path, tmp_path / "p*.csv", tmp_path / "o", capsys)
+    assert code == 0, err
+    md = json.loads((tmp_path / "o" / "metadata.json").read_text())
+    assert md["source"]["inputs"] == [str(tmp_path / "p1.csv"), str(tmp_path / "p2.csv")]
+    line = "\t".join(["0"] + [str(i) for i in range(13)] + ["68fd1e64"] * 26)
+    for day in (10, 2):
+        (tmp_path / f"day_{day}").write_text("\n".join([line] * (day + 1)) + "\n")
+    assert main(["prepare", "--input", str(tmp_path / "day_*"), "--out", str(tmp_path / "c")]) == 0
+    md = json.loads((tmp_path / "c" / "metadata.json").read_text())
+    assert md["source"]["inputs"] == [str(tmp_path / "day_2"), str(tmp_path / "day_10")]
+    assert md["splits"]["train"]["rows"] == 3 and md["source"]["split"]["val_test_file"] == str(tmp_path / "day_10")
+    capsys.readouterr()
+    code, err = _prepare(tmp_path, tmp_path / "q*.csv", tmp_path / "n", capsys)
+    assert code == 2 and f"{tmp_path / 'q*.csv'}: the pattern matches no file" in err, err

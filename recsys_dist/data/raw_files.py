@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import glob
 import io
 import sys
 import zlib
@@ -91,12 +92,21 @@ class GzipReader(io.RawIOBase):
 def expand_inputs(inputs: List[str], in_folder: Callable[[Path], bool], empty: str, none_inside: str,
                   check_file: Optional[Callable[[Path], None]] = None) -> List[Path]:
     """`prepare.input` -> files: each file as given (`check_file` may refuse it), each folder's files that
-    `in_folder` accepts, by name. Errors: `empty` when nothing is given, "<folder>: <none_inside>" for a folder
+    `in_folder` accepts, by name; a glob pattern (`data/*.csv`) is its matches, sorted. Errors: `empty` when nothing is given, "<folder>: <none_inside>" for a folder
     without such files, "<path>: no such file or folder"."""
     if not inputs:
         raise PrepareConfigError(empty)
     found: List[Path] = []
-    for item in inputs:
+    expanded: List[str] = []
+    for item in inputs:  # a glob no shell expanded (quoted, or in a YAML config): its matches, sorted
+        if not Path(item).exists() and any(c in item for c in "*?["):
+            hits = sorted(glob.glob(item))
+            if not hits:
+                raise PrepareConfigError(f"{item}: the pattern matches no file")
+            expanded += hits
+        else:
+            expanded.append(item)
+    for item in expanded:
         p = Path(item)
         if p.is_dir():
             kids = sorted(k for k in p.iterdir() if k.is_file() and in_folder(k))
