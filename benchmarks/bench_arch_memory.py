@@ -75,6 +75,22 @@ def step_allocations(step) -> Tuple[List[Tuple[int, str]], int]:
     return [(size, _op_of(n)) for _, size, n in events if size > 0], peak
 
 
+def arch_step_allocations(arch, dense, embeddings) -> List[Tuple[int, str]]:
+    """The allocations [(bytes, op)] of one Adam training step of a dense arch (sum of its logits as the loss),
+    after one warm-up step (Adam's state and the allocator's first blocks)."""
+    import torch
+
+    opt = torch.optim.Adam(arch.parameters())
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        arch(dense, embeddings).sum().backward()
+        opt.step()
+
+    step()
+    return step_allocations(step)[0]
+
+
 def measure(label: str, data_dirs: Dict[str, str], cap: int, batch: Optional[int], tmp: Path) -> Dict[str, Any]:
     """The row of one case: at `batch` and 2 x `batch` projected to the preset's batch, or at the preset's."""
     batches = [batch, 2 * batch] if batch else [None]

@@ -14,11 +14,8 @@ difference of outputs and gradients (dropout off for that check).
 from __future__ import annotations
 
 import argparse
-import os
-import resource
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -83,16 +80,7 @@ def main(argv=None) -> dict:
     print(f"settings: B {B}, {N} fields x {D}, arch_args {cfg.model.arch_args}, forward + backward of the dense "
           f"arch, {a.threads} thread(s), CPU-time clocks, {a.rounds} alternating rounds, malloc tuned {tuned}; "
           f"max |difference| output {out_diff:.1e}, gradients (relative to each one's largest entry) {diff:.1e}")
-    times = {k: [] for k in sides}
-    for r in range(a.rounds):
-        for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
-            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            t = time.process_time()
-            sides[name]()
-            times[name].append(time.process_time() - t)
-            print(f"round {r}: {name} {times[name][-1] * 1e3:,.0f} ms CPU = {B / times[name][-1]:,.0f} samples per "
-                  f"CPU-s, {resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0:,} minor faults "
-                  f"[load {os.getloadavg()[0]:.1f}]", flush=True)
+    times = common.alternate_cpu(sides, a.rounds, note=lambda s: f" = {B / s:,.0f} samples per CPU-s")
     ratios = {}
     for name in list(sides)[1:]:
         ratios[name] = statistics.median(p / c for p, c in zip(times["paper ops"], times[name]))

@@ -11,11 +11,8 @@ clocks, alternating rounds, minor page faults per call, and the largest differen
 from __future__ import annotations
 
 import argparse
-import os
-import resource
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -83,16 +80,7 @@ def main(argv=None) -> float:
     print(f"settings: B {B}, m {m}, d {d}, eq. 13 with ADD, PROD, CONCAT, ATT, forward + backward, {a.threads} "
           f"thread(s), CPU-time clocks, {a.rounds} alternating rounds, malloc tuned {tuned}; max |difference| "
           f"output {out_diff:.1e}, gradients (relative to each one's largest entry) {diff:.1e}")
-    times = {k: [] for k in sides}
-    for r in range(a.rounds):
-        for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
-            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            t = time.process_time()
-            call(sides[name])
-            times[name].append(time.process_time() - t)
-            print(f"round {r}: {name} {times[name][-1] * 1e3:,.0f} ms CPU, "
-                  f"{resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0:,} minor faults "
-                  f"[load {os.getloadavg()[0]:.1f}]", flush=True)
+    times = common.alternate_cpu({k: (lambda f=f: call(f)) for k, f in sides.items()}, a.rounds)
     ratio = statistics.median(s / p for s, p in zip(times["stacked"], times["per-input"]))
     print(f"ratio stacked / per-input CPU seconds per call (> 1: per-input faster): {ratio:.2f}")
     return ratio

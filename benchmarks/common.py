@@ -137,6 +137,25 @@ def alternate(runs: Dict[str, Callable[[], float]], rounds: int) -> Dict[str, Li
     return times
 
 
+def alternate_cpu(sides: Dict[str, Callable[[], Any]], rounds: int,
+                  note: Callable[[float], str] = lambda seconds: "") -> Dict[str, List[float]]:
+    """Calls each side once per round, the order reversed every other round; returns the CPU seconds of this
+    process per call, and prints a line per call with `note(seconds)`, its minor page faults and the load."""
+    import resource
+
+    times: Dict[str, List[float]] = {k: [] for k in sides}
+    for r in range(rounds):
+        for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            t = time.process_time()
+            sides[name]()
+            times[name].append(time.process_time() - t)
+            print(f"round {r}: {name} {times[name][-1] * 1e3:,.0f} ms CPU{note(times[name][-1])}, "
+                  f"{resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0:,} minor faults "
+                  f"[load {os.getloadavg()[0]:.1f}]", flush=True)
+    return times
+
+
 def paired_ratio(num: Sequence[float], den: Sequence[float]) -> Tuple[float, float, float]:
     """Median, min and max of num[i] / den[i] over rounds (each pair taken side by side)."""
     r = [a / b for a, b in zip(num, den)]
