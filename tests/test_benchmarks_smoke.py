@@ -177,15 +177,20 @@ def test_arches_flops_count_deepmr_as_the_papers_model():
     assert executed < paper
 
 
+def _run_with_differences(script: str, *args: str):
+    """Runs a benchmark that prints "settings: ... max |difference| output X, gradients (...) Y": (the process,
+    that line, X, Y)."""
+    p = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    settings = next(x for x in p.stdout.splitlines() if x.startswith("settings:"))
+    return p, settings, float(settings.split("output ")[1].split(",")[0]), float(settings.rsplit(" ", 1)[1])
+
+
 def test_fusion_ops_small_checks_equal_values_and_prints_its_ratio():
     """bench_fusion_ops.py: OptFusion's per-input fusion against the former stacked formulas; the outputs and
     gradients must agree (a wrong per-input formula shows as a large difference) and the ratio line prints."""
-    p = subprocess.run([sys.executable, str(BENCH / "bench_fusion_ops.py"), "--batch", "64", "--dim", "40",
-                        "--rounds", "2"], capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
-    settings = next(x for x in p.stdout.splitlines() if x.startswith("settings:"))
-    out_diff = float(settings.split("output ")[1].split(",")[0])
-    grad_diff = float(settings.rsplit(" ", 1)[1])
+    p, settings, out_diff, grad_diff = _run_with_differences("bench_fusion_ops.py", "--batch", "64", "--dim", "40",
+                                                             "--rounds", "2")
     assert out_diff < 1e-5 and grad_diff < 1e-4, settings
     assert float(p.stdout.strip().splitlines()[-1].rsplit(":", 1)[1]) > 0
 
@@ -205,12 +210,8 @@ def test_arch_memory_lists_each_case_allocations():
 def test_deepmr_attention_small_checks_equal_values_and_prints_its_ratio():
     """bench_deepmr_attention.py: DeepMR's cheaper ops against the paper's; outputs and gradients must agree (a wrong
     rewrite shows as a large difference) and the ratio line prints for each chunk size."""
-    p = subprocess.run([sys.executable, str(BENCH / "bench_deepmr_attention.py"), "--batch", "64", "--rounds", "2",
-                        "--chunk-mib", "0.5,4"], capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
-    settings = next(x for x in p.stdout.splitlines() if x.startswith("settings:"))
-    out_diff = float(settings.split("output ")[1].split(",")[0])
-    grad_diff = float(settings.rsplit(" ", 1)[1])
+    p, settings, out_diff, grad_diff = _run_with_differences("bench_deepmr_attention.py", "--batch", "64",
+                                                             "--rounds", "2", "--chunk-mib", "0.5,4")
     assert out_diff < 1e-4 and grad_diff < 1e-4, settings
     ratios = [x for x in p.stdout.splitlines() if x.startswith("ratio paper ops / cheaper ops")]
     assert len(ratios) == 2 and all(float(x.rsplit(":", 1)[1]) > 0 for x in ratios), p.stdout
