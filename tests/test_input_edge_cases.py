@@ -376,3 +376,25 @@ def test_input_glob_no_shell_expanded(tmp_path, capsys):
     capsys.readouterr()
     code, err = _prepare(tmp_path, tmp_path / "q*.csv", tmp_path / "n", capsys)
     assert code == 2 and f"{tmp_path / 'q*.csv'}: the pattern matches no file" in err, err
+
+
+def test_schema_file_saved_as_utf16_or_with_a_bom(tmp_path, capsys):
+    """Catches a schema saved by Windows Notepad as "Unicode" (UTF-16) crashing prepare with a UnicodeDecodeError
+    traceback (exit 1) instead of a config error (exit 2) naming the file; a UTF-8 schema with a byte-order
+    mark and CRLF line ends prepares like the plain one (its errors name the right line)."""
+    (tmp_path / "clicks.csv").write_text("\n".join([HEADER] + ROWS) + "\n")
+    (tmp_path / "u16.yaml").write_bytes(SCHEMA.encode("utf-16"))
+    (tmp_path / "bom.yaml").write_bytes(codecs.BOM_UTF8 + SCHEMA.replace("\n", "\r\n").encode())
+    (tmp_path / "bad.yaml").write_bytes(codecs.BOM_UTF8 + SCHEMA.replace("item}", "itm}").encode())
+
+    def run(schema, out):
+        code = main(["prepare", "--schema", str(tmp_path / schema), "--input", str(tmp_path / "clicks.csv"),
+                     "--out", str(tmp_path / out)])
+        return code, capsys.readouterr().err
+
+    code, err = run("u16.yaml", "a")
+    assert code == 2 and f"{tmp_path / 'u16.yaml'}: not UTF-8 text (byte 1 is 0xff); save the schema file as " \
+        "UTF-8" in err and "Traceback" not in err, (code, err)
+    assert run("bom.yaml", "b")[0] == 0
+    code, err = run("bad.yaml", "c")
+    assert code == 2 and "bad.yaml:6: categorical[1].column='itm' is not a column" in err, err

@@ -362,7 +362,13 @@ def load_schema(path: str | Path) -> Schema:
     p = Path(path)
     if not p.is_file():
         raise SchemaError(f"{p}: schema file not found")
-    text = p.read_text()
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:  # UTF-16 of Windows Notepad's "Unicode", Latin-1, a binary file
+        raise SchemaError(f"{p}: not UTF-8 text (byte {e.start + 1} is 0x{e.object[e.start]:02x}); save the schema "
+                          "file as UTF-8") from None
+    except OSError as e:
+        raise SchemaError(f"{p}: cannot read the schema file ({e.strerror or e})") from None
     try:
         raw = yaml.safe_load(text)
         lines: Dict[str, int] = {}
