@@ -398,3 +398,11 @@ def test_schema_file_saved_as_utf16_or_with_a_bom(tmp_path, capsys):
     assert run("bom.yaml", "b")[0] == 0
     code, err = run("bad.yaml", "c")
     assert code == 2 and "bad.yaml:6: categorical[1].column='itm' is not a column" in err, err
+
+
+def test_header_only_csv_says_it_holds_no_data_lines(tmp_path, capsys):
+    """Catches a CSV with its header line and no row being reported as 'the input holds no lines' (it holds
+    one: the header), which sends a user looking for a broken or empty file."""
+    (tmp_path / "h.csv").write_text(HEADER + "\n")
+    code, err = _prepare(tmp_path, tmp_path / "h.csv", tmp_path / "o", capsys)
+    assert code == 1 and "(0 bad): the input holds no data lines (empty files, or a header line only)" in err, err

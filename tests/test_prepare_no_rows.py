@@ -44,7 +44,7 @@ def test_empty_criteo_input_and_no_train_rows_exit_1(tmp_path, capsys):
     empty.parent.mkdir()
     empty.write_bytes(b"")
     assert main(["prepare", "--input", str(empty), "--out", str(tmp_path / "o1"), "--workers", "1"]) == 1
-    assert f"no valid rows in ['{empty}'] (0 bad): the input holds no lines" in capsys.readouterr().err
+    assert f"no valid rows in ['{empty}'] (0 bad): the input holds no data lines (empty files, or a header line only)" in capsys.readouterr().err
     _no_dataset(tmp_path / "o1")
 
     raw = tmp_path / "raw"

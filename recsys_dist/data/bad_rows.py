@@ -119,7 +119,7 @@ class BadRows:
             s = self.samples[0]
             detail += f"; first: {s['file']}:{s['line']}: {s['reason']}"
         elif not written and not self.damaged_files:
-            detail += ": the input holds no lines"
+            detail += ": the input holds no data lines (empty files, or a header line only)"
         for d in self.damaged_files:
             detail += f"; {_damage_message(d)}"
         raise PrepareError(f"prepare: {what} in {files}{detail}")
