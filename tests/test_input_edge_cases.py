@@ -406,3 +406,16 @@ def test_header_only_csv_says_it_holds_no_data_lines(tmp_path, capsys):
     (tmp_path / "h.csv").write_text(HEADER + "\n")
     code, err = _prepare(tmp_path, tmp_path / "h.csv", tmp_path / "o", capsys)
     assert code == 1 and "(0 bad): the input holds no data lines (empty files, or a header line only)" in err, err
+
+
+def test_override_after_input_as_the_docs_write_it(tmp_path, capsys):
+    """Catches docs/data.md's own example `recsys-dist prepare --input train.txt prepare.dense=bucketize --strict`
+    failing: argparse's `--input` (nargs="+") took the override for a path ('prepare.dense=bucketize: no such
+    file or folder'). The override applies."""
+    line = "\t".join(["0"] + [str(i) for i in range(13)] + ["68fd1e64"] * 26)
+    (tmp_path / "train.txt").write_text("\n".join([line] * 20) + "\n")
+    code = main(["prepare", "--input", str(tmp_path / "train.txt"), "prepare.dense=bucketize", "--strict",
+                 "--out", str(tmp_path / "o")])
+    assert code == 0, capsys.readouterr().err
+    md = json.loads((tmp_path / "o" / "metadata.json").read_text())
+    assert md["dense_transform"] == "bucketize" and md["source"]["inputs"] == [str(tmp_path / "train.txt")], md

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from recsys_dist.data.bad_rows import PrepareConfigError
     from recsys_dist.data.criteo_prepare import PrepareError, prepare_criteo
 
+    _overrides_after_input(args)
     job = config_from_args(args, FLAGS)
     cfg = job.prepare
     try:
@@ -98,6 +99,23 @@ def run(args: argparse.Namespace) -> int:
     if job.data.cross_pairs is not None and job.data.cross_min_count > 1:
         _count_crosses(job, md)
     return 0
+
+
+def _overrides_after_input(args: argparse.Namespace) -> None:
+    """`--input train.txt prepare.dense=bucketize` (as the docs write it): argparse's nargs="+" takes the override
+    as a path; a `section.key=value` item that is no existing path is an override again."""
+    import dataclasses
+    import os
+    import re
+
+    from recsys_dist.config import JobConfig
+
+    sections = "|".join(f.name for f in dataclasses.fields(JobConfig))
+    override = re.compile(rf"^({sections})\.[A-Za-z_][\w.]*=")
+    moved = [x for x in args.input or [] if override.match(x) and not os.path.exists(x)]
+    if moved:
+        args.input = [x for x in args.input if x not in moved]
+        args.overrides = list(args.overrides) + moved
 
 
 def _count_crosses(job, md) -> None:
