@@ -4,7 +4,8 @@ arguments and PLANTED_SETTINGS, each setting's test AUC and gap to the generator
     python benchmarks/planted_sweep.py --data /tmp/planted --run dlrm --run deepfm \
         --setting "" --setting "optim.embedding_l2=1e-5" --setting "optim.embedding_l2=1e-4 optim.sparse_lr=0.05"
 
-`--run` names a run of the acceptance files' PLANTED_RUNS (e.g. dlrm, deepfm, deepfm+fusion, xdeepint); a
+`--run` names a run of the acceptance files' PLANTED_RUNS (e.g. dlrm, deepfm, deepfm+fusion, xdeepint; OptFusion's
+soft / hard read the architecture.json of a `select` run listed before them in the same setting); a
 setting is space-separated section.key=value overrides ("" = the defaults). --data DIR is made once (synth +
 prepare, ~1 min) and reused. 1 process, not the acceptance's 2 ranks: the gaps agree to ~0.001. Results:
 docs/arches.md, "Acceptance on planted data".
@@ -21,7 +22,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SUITES = ("test_learns_planted_signal", "test_dense_i_learns_planted", "test_dense_ii_learns_planted")
+SUITES = ("test_learns_planted_signal", "test_dense_i_learns_planted", "test_dense_ii_learns_planted",
+          "test_optfusion_learns_planted")
 
 
 def planted_runs():
@@ -53,19 +55,25 @@ def main() -> None:
     else:
         data = planted.make_planted(data_dir)
         meta.write_text(json.dumps({"dir": str(data.dir), "raw": str(data.raw), "bayes_auc": data.bayes_auc}))
+    from recsys_dist.config import ConfigError
     from recsys_dist.train import train
 
     print(f"generator AUC {data.bayes_auc:.4f}; load {open('/proc/loadavg').read().split()[:3]}", flush=True)
     for setting in args.setting or [""]:
-        for name in args.run:
-            run = runs[name]
-            t = time.perf_counter()
-            with tempfile.TemporaryDirectory() as out:
-                cfg = planted.planted_config(data, Path(out), run.arch, run.arch_args,
+        with tempfile.TemporaryDirectory() as root:  # one per setting: a retrain reads that setting's selection
+            for name in args.run:
+                run = runs[name]
+                t = time.perf_counter()
+                arch_args = planted._resolve(run.arch_args, Path(root))
+                cfg = planted.planted_config(data, Path(root) / name, run.arch, arch_args,
                                              [*run.overrides, *setting.split()])
-                auc = train(cfg)["test"]["auc"]
-            print(f"{name:16s} {setting or 'defaults':50s} test AUC {auc:.4f} gap {data.bayes_auc - auc:+.4f} "
-                  f"({time.perf_counter() - t:.0f} s, load {open('/proc/loadavg').read().split()[0]})", flush=True)
+                try:
+                    auc = train(cfg)["test"]["auc"]
+                except ConfigError as e:  # e.g. Hard retrain of a selection that has not decided
+                    print(f"{name:16s} {setting or 'defaults':50s} refused: {e}", flush=True)
+                    continue
+                print(f"{name:16s} {setting or 'defaults':50s} test AUC {auc:.4f} gap {data.bayes_auc - auc:+.4f} "
+                      f"({time.perf_counter() - t:.0f} s, load {open('/proc/loadavg').read().split()[0]})", flush=True)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ SWEEP: Dict[str, List[str]] = {
     "dense adam 1e-3": ["optim.dense=adam", "optim.dense_lr=0.001"],
     "dense adam 3e-3": ["optim.dense=adam", "optim.dense_lr=0.003"],
     "sparse_lr=0.1": ["optim.sparse_lr=0.1"],
+    "sparse_lr=0.1 eps=0.01": ["optim.sparse_lr=0.1", "optim.sparse_eps=0.01"],  # planted.FIXED_OPTIM's tables
     "sparse_lr=0.001": ["optim.sparse_lr=0.001"],
     "weight_decay=1e-5": ["optim.weight_decay=1e-5"],
     "cross_min_count=20": ["data.cross_min_count=20"],  # OptInter's paper: rarer crosses share one OOV id
