@@ -1,7 +1,8 @@
 """Per-arch optimizer defaults: the dense optimizer an arch's paper trains with, used when a config sets none.
 
 An arch class may declare `OPTIM_DEFAULTS = {"dense": "adam", "dense_lr": 1e-3, "embedding_l2": 0.1}`
-(keys of `optim.*` in GROUPS: the dense optimizer's DENSE_KEYS, and the embedding regularization). `load_config`
+(keys of `optim.*` in GROUPS: the dense optimizer's DENSE_KEYS, the table optimizer's SPARSE_KEYS, and the
+embedding regularization). `load_config`
 applies each group as a whole when neither the config file nor an override sets any key of that group; a config
 that sets one (e.g. `optim.dense_lr=0.05`) keeps the global defaults for the rest of its group, so a learning rate
 is never paired with an optimizer it was not chosen for (`optim.embedding_l2=0` turns the arch's L2 off). Where a
@@ -14,7 +15,8 @@ from __future__ import annotations
 from typing import Any, Dict
 
 DENSE_KEYS = ("dense", "dense_lr", "dense_eps")
-GROUPS = (DENSE_KEYS, ("embedding_l2",))
+SPARSE_KEYS = ("sparse", "sparse_lr", "sparse_eps")
+GROUPS = (DENSE_KEYS, SPARSE_KEYS, ("embedding_l2",))
 
 
 def arch_optim_defaults(arch: str) -> Dict[str, Any]:

@@ -42,7 +42,7 @@ NOT_WITHIN_0_01 = {
     "deepfm": (0.0166, _FM),
     "deepfm+dwmf": (0.0174, _FM),
     "deepfm+fusion": (0.0204, _FM),
-    "xdeepfm+dwmf": (0.0148, _WHY),
+    "xdeepfm+dwmf": (0.0128, _WHY),
     "autoint+fwmf": (0.0127, _WHY),
 }
 NOT_WITHIN_0_02 = {

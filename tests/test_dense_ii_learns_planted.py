@@ -26,7 +26,7 @@ NOT_WITHIN_0_01 = {
     "dynint-da": (0.0121, _WHY),
     "dynint-dgp": (0.0146, _WHY),
     "dynint-dwp": (0.0137, _WHY),
-    "deepmr": (0.0177, _WHY),
+    "deepmr": (0.0137, _WHY),
 }
 NOT_WITHIN_0_02 = {}
 

@@ -177,7 +177,11 @@ class DeepMRArch(DenseArch):
     # 3e-3 like DLRM / DeepFM / xDeepInt (the paper's 5e-6..1e-4 is for embedding 512 on its datasets, untested
     # here). With the global Adagrad 0.01 DeepMR trailed on UCI Adult (test AUC 0.897; Adam 3e-3: 0.905, one
     # seed); planted data 0.742 (Bayes 0.754): docs/arches.md, "Defaults on data nobody tuned for".
-    OPTIM_DEFAULTS = {"dense": "adam", "dense_lr": 3e-3}
+    # Tables: row-wise Adagrad at lr 0.1, eps 0.01 (the global 0.01, 1e-8 trains DeepMR's tables too slowly: planted
+    # gap, 1 process, 0.0181 -> 0.0128; lr 0.03 or 0.1 alone 0.0134; eps 0.01 alone 0.025). Every other arch is
+    # worse with these tables (planted); UCI Adult: docs/arches.md, "Optimizer defaults, measured on both".
+    OPTIM_DEFAULTS = {"dense": "adam", "dense_lr": 3e-3, "sparse": "rowwise_adagrad", "sparse_lr": 0.1,
+                      "sparse_eps": 0.01}
     CHUNK_BYTES = 4 << 20  # the attention branch's per-chunk activation [rows, N, d_o] (bench_deepmr_attention.py)
 
     def __init__(self, inputs: ArchInputs, width: int = 256, num_dnn_layers: int = 3, num_heads: int = 4,

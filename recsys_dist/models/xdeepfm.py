@@ -97,6 +97,12 @@ class CIN(nn.Module):
 
 
 class XDeepFMArch(DenseArch):
+    # The dense optimizer when a config sets none (recsys_dist/arch_defaults.py): Adam, the xDeepFM paper's
+    # (lr 1e-3), at 3e-3 like DLRM / DeepFM / xDeepInt / DeepMR. With the global Adagrad 0.01 its
+    # planted gap (1 process) was 0.0148, with Adam 3e-3 0.0125 (6e-3: 0.0117); UCI Adult: docs/arches.md,
+    # "Optimizer defaults, measured on both".
+    OPTIM_DEFAULTS = {"dense": "adam", "dense_lr": 3e-3}
+
     def __init__(self, inputs: ArchInputs, cin_layers: Sequence[int] = (200, 200, 200), split_half: bool = True,
                  dnn: Sequence[int] = (512, 256, 1), dense_mlp: Sequence[int] = (512, 256, 64),
                  mask_fusion: Optional[Mapping[str, Any]] = None) -> None:
