@@ -419,3 +419,23 @@ def test_override_after_input_as_the_docs_write_it(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     md = json.loads((tmp_path / "o" / "metadata.json").read_text())
     assert md["dense_transform"] == "bucketize" and md["source"]["inputs"] == [str(tmp_path / "train.txt")], md
+
+
+def test_input_file_named_twice_is_refused_not_read_twice(tmp_path, capsys):
+    """Catches a file given both directly and through its folder (or twice, or by overlapping globs) having its
+    rows read twice into the dataset without a word (own data), or a Criteo train.txt given twice doubling the
+    data; a config error (exit 2) naming the file."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("\n".join([HEADER] + ROWS) + "\n")
+    (tmp_path / "schema.yaml").write_text(SCHEMA)
+    code = main(["prepare", "--schema", str(tmp_path / "schema.yaml"), "--input", str(tmp_path / "in" / "a.csv"),
+                 str(tmp_path / "in"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{tmp_path / 'in' / 'a.csv'}: given twice" in err, err
+    line = "\t".join(["0"] + [str(i) for i in range(13)] + ["68fd1e64"] * 26)
+    (tmp_path / "train.txt").write_text("\n".join([line] * 20) + "\n")
+    code = main(["prepare", "--input", str(tmp_path / "train.txt"), str(tmp_path / "train.txt"),
+                 "--out", str(tmp_path / "c"), "prepare.split=ratio"])
+    err = capsys.readouterr().err
+    assert code == 2 and "train.txt: given twice" in err, err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "c" / "metadata.json").exists()

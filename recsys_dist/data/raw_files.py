@@ -119,6 +119,13 @@ def expand_inputs(inputs: List[str], in_folder: Callable[[Path], bool], empty: s
             found.append(p)
         else:
             raise PrepareConfigError(f"{p}: no such file or folder")
+    seen: dict = {}
+    for p in found:  # a file named twice (directly and by its folder, overlapping globs) would be read twice
+        key = p.resolve()
+        if key in seen:
+            raise PrepareConfigError(f"{p}: given twice (also as {seen[key]}): its rows would be read twice; "
+                                     "name each input file once")
+        seen[key] = p
     return found
 
 
