@@ -31,16 +31,32 @@ def _fmix64(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(33))
 
 
+LONG_VALUE_BYTES = 4096  # longer values are hashed one by one (the vectorized loop is one pass per byte position)
+
+
+def _fnv1a(value: bytes) -> int:
+    """FNV-1a of one value in Python ints (the vectorized loop's result for it)."""
+    h, mask = int(_FNV_OFFSET), (1 << 64) - 1
+    for byte in value:
+        h = ((h ^ byte) * int(_FNV_PRIME)) & mask
+    return h
+
+
 def _hash_unique(arr: pa.Array) -> np.ndarray:
     """uint64 keys of a string array (no nulls expected: they hash like "")."""
     off, data = string_buffers(arr)
     lengths = np.diff(off)
     h = np.full(len(arr), _FNV_OFFSET, dtype=np.uint64)
     start = off[:-1]
+    long = np.flatnonzero(lengths > LONG_VALUE_BYTES)  # one free-text cell must not cost a pass per byte
+    short = lengths.copy()
+    short[long] = 0
     with np.errstate(over="ignore"):
-        for pos in range(int(lengths.max()) if lengths.size else 0):  # one pass per byte position
-            live = np.flatnonzero(lengths > pos)
+        for pos in range(int(short.max()) if short.size else 0):  # one pass per byte position
+            live = np.flatnonzero(short > pos)
             h[live] = (h[live] ^ data[start[live] + pos].astype(np.uint64)) * _FNV_PRIME
+        for i in long.tolist():
+            h[i] = _fnv1a(data[start[i]: start[i] + lengths[i]].tobytes())
         return _fmix64(h)
 
 
