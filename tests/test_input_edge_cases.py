@@ -456,3 +456,18 @@ def test_long_free_text_cell_hashes_fast_and_to_the_same_key(monkeypatch):
     assert time.perf_counter() - start < 2.0
     monkeypatch.setattr(te, "LONG_VALUE_BYTES", 1 << 30)  # every value through the vectorized loop
     assert (te._hash_unique(values) == fast).all()
+
+
+def test_minus_one_plus_one_labels_get_the_rule_that_fits(tmp_path, capsys):
+    """Catches -1 / +1 labels (libsvm, Vowpal Wabbit click logs) being answered with a hint that does not fit
+    them ('e.g. label: "clicked >= 4"'); the message names them and gives the rule that does, and that rule
+    prepares the file with -1 -> 0, +1 -> 1."""
+    rows = [r.rsplit(",", 1)[0] + ("," + ("1" if i % 4 == 0 else "-1")) for i, r in enumerate(ROWS)]
+    (tmp_path / "pm.csv").write_text("\n".join([HEADER] + rows) + "\n")
+    code, err = _prepare(tmp_path, tmp_path / "pm.csv", tmp_path / "o", capsys)
+    assert code == 2 and "label='clicked' is -1 / +1, not 0 / 1" in err and 'label: "clicked > 0"' in err, err
+    (tmp_path / "rule.yaml").write_text(SCHEMA.replace("label: clicked", 'label: "clicked > 0"'))
+    assert main(["prepare", "--schema", str(tmp_path / "rule.yaml"), "--input", str(tmp_path / "pm.csv"),
+                 "--out", str(tmp_path / "r")]) == 0
+    md = json.loads((tmp_path / "r" / "metadata.json").read_text())
+    assert sum(s["positives"] for s in md["splits"].values()) == sum(i % 4 == 0 for i in range(len(ROWS)))

@@ -278,6 +278,10 @@ def _parse(schema: Schema, table: pa.Table, lines: np.ndarray, path: str, bad: B
         shown = sorted({str(x) for x in raw.take(pa.array(np.flatnonzero(~ok)[:200])).to_pylist()})[:8]
         texts = [str(x).strip() for x in raw.to_pylist() if x is not None and str(x).strip()]
         rare = min(sorted(set(texts)), key=texts.count) if texts else "yes"  # often the positive class
+        v, e, b = parse_numbers(raw)
+        if (~e & ~b).any() and set(np.unique(v[~e & ~b]).tolist()) <= {-1.0, 1.0}:  # libsvm / VW's -1 / +1
+            raise SchemaError(f"{schema.where('label')}: label={lab.column!r} is -1 / +1, not 0 / 1 (in {path}); "
+                              f"write the rule label: \"{lab.column} > 0\"")
         raise SchemaError(f"{schema.where('label')}: label={lab.column!r} is not a binary column: "
                           f"{int((~ok).sum())} of the first {n} rows of {path} are not 0 / 1 (values {shown}); "
                           f"to binarize a numeric column write a rule, e.g. label: \"{lab.column} >= 4\", a text "
