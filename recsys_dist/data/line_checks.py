@@ -87,6 +87,13 @@ def odd_quote_lines(d: np.ndarray, index: LineIndex, quote: int) -> np.ndarray:
     return np.bincount(index.line_of(q), minlength=len(index)) % 2 == 1 if q.size else np.zeros(len(index), bool)
 
 
+def has_odd_quote_line(d: np.ndarray, quote: int) -> bool:
+    """Some line of `d` (starting at a line start) holds an odd number of `quote` bytes: the quotes counted up to
+    each LF (and in all) are all even otherwise. No line index: the check of a clean block stays cheap."""
+    q = np.flatnonzero(d == quote)
+    return bool(q.size & 1 or (np.searchsorted(q, np.flatnonzero(d == 10)) & 1).any())
+
+
 def line_defects(d: np.ndarray, index: LineIndex, check_utf8: bool,
                  quote: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
     """(code [lines] int8: 0 or the first defect of UTF8 / NUL / CR / QUOTE in precedence order, offset [lines]

@@ -23,7 +23,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from recsys_dist.data.bad_rows import PrepareConfigError
-from recsys_dist.data.line_checks import CR, DEFECT_KINDS, NUL, QUOTE, UTF8, LineIndex, line_defects, odd_quote_lines
+from recsys_dist.data.line_checks import (CR, DEFECT_KINDS, NUL, QUOTE, UTF8, LineIndex, has_odd_quote_line,
+                                          line_defects)
 
 
 class GzipReader(io.RawIOBase):
@@ -367,8 +368,8 @@ class LineReader:
         and such a block is looked at line by line)."""
         if b.find(b"\0", start) >= 0 or b.find(b"\r", start) >= 0 and not self._crlf_only(b):
             return False
-        if self.quote is not None and b.find(self.quote, start) >= 0 and \
-                odd_quote_lines(b.d, b.index, self.quote[0])[int(b.skip_first):].any():
+        if self.quote is not None and b.find(self.quote, start) >= 0 and has_odd_quote_line(b.d[start:],
+                                                                                          self.quote[0]):
             return False  # a quoted field not ending on its line (e.g. a newline inside quotes)
         return self._valid_utf8(b)
 
