@@ -14,7 +14,6 @@ give them as one.
 
 from __future__ import annotations
 
-import glob
 import re
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -24,13 +23,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys_dist.data.bad_rows import PrepareConfigError
+from recsys_dist.data.raw_files import expand_globs
 from recsys_dist.data.metadata import SPLITS
 
 COLUMN_VALUES = {"train": 0, "val": 1, "valid": 1, "validation": 1, "dev": 1, "test": 2}
 EXPECTED_VALUES = "train, val (or valid, validation, dev) or test"
 _NAMED = re.compile(r"^(train|val|test)=(.+)$")
 _LOOKS_LIKE_SPLIT = re.compile(r"(^|[^a-z])(train|training|val|valid|validation|dev|test|testing)([^a-z]|$)")
-_GLOB = re.compile(r"[*?\[]")
 
 
 def parse_inputs(items: List[str]) -> Tuple[List[str], Dict[str, List[str]]]:
@@ -54,16 +53,7 @@ def parse_inputs(items: List[str]) -> Tuple[List[str], Dict[str, List[str]]]:
 
 def expand(patterns: List[str], where: str) -> List[str]:
     """Globs expanded (sorted); files and folders kept as given (the prepare's input discovery reads folders)."""
-    out: List[str] = []
-    for p in patterns:
-        if _GLOB.search(p) and not Path(p).exists():
-            hits = sorted(glob.glob(p))
-            if not hits:
-                raise PrepareConfigError(f"{where}: {p!r} matches no file")
-            out += hits
-        else:
-            out.append(p)
-    return out
+    return expand_globs(patterns, where)
 
 
 def codes(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray]:

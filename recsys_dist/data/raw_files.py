@@ -90,6 +90,23 @@ class GzipReader(io.RawIOBase):
         super().close()
 
 
+def expand_globs(items: List[str], where: Optional[str] = None) -> List[str]:
+    """A glob no shell expanded (quoted, or in a YAML config) becomes its matches, sorted; files, folders and
+    existing names are kept as given. A pattern matching nothing is a PrepareConfigError ("<where>: '<p>'
+    matches no file", or "<p>: the pattern matches no file" without `where`)."""
+    out: List[str] = []
+    for item in items:
+        if not Path(item).exists() and any(c in item for c in "*?["):
+            hits = sorted(glob.glob(item))
+            if not hits:
+                raise PrepareConfigError(f"{where}: {item!r} matches no file" if where
+                                         else f"{item}: the pattern matches no file")
+            out += hits
+        else:
+            out.append(item)
+    return out
+
+
 def expand_inputs(inputs: List[str], in_folder: Callable[[Path], bool], empty: str, none_inside: str,
                   check_file: Optional[Callable[[Path], None]] = None) -> List[Path]:
     """`prepare.input` -> files: each file as given (`check_file` may refuse it), each folder's files that
@@ -98,16 +115,7 @@ def expand_inputs(inputs: List[str], in_folder: Callable[[Path], bool], empty: s
     if not inputs:
         raise PrepareConfigError(empty)
     found: List[Path] = []
-    expanded: List[str] = []
-    for item in inputs:  # a glob no shell expanded (quoted, or in a YAML config): its matches, sorted
-        if not Path(item).exists() and any(c in item for c in "*?["):
-            hits = sorted(glob.glob(item))
-            if not hits:
-                raise PrepareConfigError(f"{item}: the pattern matches no file")
-            expanded += hits
-        else:
-            expanded.append(item)
-    for item in expanded:
+    for item in expand_globs(inputs):
         p = Path(item)
         if p.is_dir():
             kids = sorted(k for k in p.iterdir() if k.is_file() and in_folder(k))
