@@ -37,17 +37,21 @@ def test_arch_defaults_apply_when_nothing_is_set(arch, tmp_path):
     assert (cfg.optim.warmup_steps, cfg.optim.beta2) == (10, 0.99)
 
 
+def _assert_global_group(cfg, keys, given: str) -> None:
+    """Every `optim.<key>` of `keys` is the global default, except the one `given` (section.key=value) sets."""
+    key, value = given.split("=")
+    base = OptimConfig()
+    for k in keys:
+        want = getattr(base, k) if f"optim.{k}" != key else type(getattr(base, k))(value)
+        assert getattr(cfg.optim, k) == want, k
+
+
 @pytest.mark.parametrize("arch", WITH_DENSE_DEFAULTS)
 @pytest.mark.parametrize("given", ["optim.dense_lr=0.05", "optim.dense=sgd", "optim.dense_eps=1e-6"])
 def test_a_given_dense_key_keeps_the_global_defaults(arch, given):
     """Catches a learning rate chosen for one optimizer paired with the arch's other one (e.g. the docs'
     `optim.dense_lr=0.05`, meant for Adagrad, given to Adam): any dense key set -> none of the arch's applies."""
-    cfg = load_config(None, [f"model.arch={arch}", given])
-    key, value = given.split("=")
-    base = OptimConfig()
-    for k in DENSE_KEYS:
-        want = getattr(base, k) if f"optim.{k}" != key else type(getattr(base, k))(value)
-        assert getattr(cfg.optim, k) == want, k
+    _assert_global_group(load_config(None, [f"model.arch={arch}", given]), DENSE_KEYS, given)
 
 
 @pytest.mark.parametrize("arch", WITH_TABLE_DEFAULTS)
@@ -56,11 +60,7 @@ def test_a_given_table_key_keeps_the_global_table_defaults(arch, given):
     """Catches a table learning rate paired with the arch's other table optimizer or eps (e.g. a lazy Adam lr
     with row-wise Adagrad's eps 0.01), and the arch's dense defaults lost when only a table key is given."""
     cfg = load_config(None, [f"model.arch={arch}", given])
-    key, value = given.split("=")
-    base = OptimConfig()
-    for k in SPARSE_KEYS:
-        want = getattr(base, k) if f"optim.{k}" != key else type(getattr(base, k))(value)
-        assert getattr(cfg.optim, k) == want, k
+    _assert_global_group(cfg, SPARSE_KEYS, given)
     for k, v in arch_optim_defaults(arch).items():
         if k not in SPARSE_KEYS:
             assert getattr(cfg.optim, k) == v, k
