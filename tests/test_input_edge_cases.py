@@ -486,3 +486,21 @@ def test_stray_quote_line_gets_one_verdict_whatever_its_block(tmp_path, capsys):
         assert code == 0, err
         bad = [json.loads(x) for x in (tmp_path / name / "bad_rows.jsonl").read_text().splitlines()]
         assert (bad[0]["line"], bad[0]["kind"], bad[0]["field"]) == (6, "unparsable", "item"), (name, bad)
+
+
+def test_a_headerless_csv_read_with_a_header_says_so(tmp_path, capsys):
+    """Catches a click log exported without a header line (the usual for logs) meeting the default header: true
+    with only "label='clicked' is not a column of ... (columns: 2024-01-01T00:00:00, u1, ...)", which does not
+    say why (seen failing without the hint); a header that shares a column with the schema gets no such hint;
+    the schema that then sets header: false with the columns prepares."""
+    (tmp_path / "noheader.csv").write_text("\n".join(ROWS) + "\n")
+    code, err = _prepare(tmp_path, tmp_path / "noheader.csv", tmp_path / "o", capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, (code, err)
+    assert "none of the schema's columns is in the first line, 2 of its 5 fields are numbers: if the file has no " \
+           "header line, set csv: {header: false, columns: [...]} in the schema (5 names" in err, err
+    (tmp_path / "renamed.csv").write_text("\n".join([HEADER.replace("clicked", "click")] + ROWS) + "\n")
+    code, err = _prepare(tmp_path, tmp_path / "renamed.csv", tmp_path / "o2", capsys)
+    assert code == 2 and "label='clicked' is not a column" in err and "first line" not in err, err
+    (tmp_path / "schema.yaml").write_text(SCHEMA + "csv: {header: false, columns: [ts, user, item, price, clicked]}\n")
+    assert main(["prepare", "--schema", str(tmp_path / "schema.yaml"), "--input", str(tmp_path / "noheader.csv"),
+                 "--out", str(tmp_path / "o3")]) == 0

@@ -135,6 +135,22 @@ def _parquet(path: str, read: Callable[[str], Any], row: Optional[int] = None) -
                            f"Parquet file: damaged (truncated, corrupt), or not Parquet?") from None
 
 
+def _no_header_hint(first_line: List[str]) -> str:
+    """The hint when none of the schema's columns is in a CSV's first line: a file without a header line (click
+    logs often are), whose first record was read as the column names."""
+    def number(x: str) -> bool:
+        try:
+            float(x)
+            return True
+        except ValueError:
+            return False
+
+    numeric = sum(number(x) for x in first_line)
+    numbers = f", {numeric} of its {len(first_line)} fields are numbers" if numeric else ""
+    return (f"; none of the schema's columns is in the first line{numbers}: if the file has no header line, set "
+            f"csv: {{header: false, columns: [...]}} in the schema ({len(first_line)} names, in the file's order)")
+
+
 def _check_columns(schema: Schema, path: str, names: List[str], types: Optional[Dict[str, pa.DataType]]) -> None:
     """Every column the schema names exists in the file, once (and, for Parquet, has a usable type)."""
     for col, key in schema.columns().items():
@@ -149,6 +165,7 @@ def _check_columns(schema: Schema, path: str, names: List[str], types: Optional[
             other = [d for d in ",;\t|" if len(names) == 1 and d in names[0]]
             if other:
                 hint += f"; the header line holds {other[0]!r}: set csv: {{delimiter: {other[0]!r}}} in the schema"
+            hint += _no_header_hint(names) if types is None and not set(schema.columns()) & set(names) else ""
             raise SchemaError(f"{schema.where(key)}: {key}={col!r} is not a column of {path} (columns: {shown})"
                               f"{hint}")
     if types is None:
