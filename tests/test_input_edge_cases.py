@@ -504,3 +504,14 @@ def test_a_headerless_csv_read_with_a_header_says_so(tmp_path, capsys):
     (tmp_path / "schema.yaml").write_text(SCHEMA + "csv: {header: false, columns: [ts, user, item, price, clicked]}\n")
     assert main(["prepare", "--schema", str(tmp_path / "schema.yaml"), "--input", str(tmp_path / "noheader.csv"),
                  "--out", str(tmp_path / "o3")]) == 0
+
+
+def test_a_latin1_csv_names_the_encoding_to_convert_from(tmp_path, capsys):
+    """Catches a Windows-1252 export (accented values as single bytes) leaving only per-line 'invalid UTF-8 at
+    byte N' bad rows with no word of what to do about the file (seen failing without the hint); the clean lines
+    still prepare."""
+    rows = [r.replace(",u1,", ",Zoë,") for r in ROWS]
+    (tmp_path / "latin1.csv").write_bytes(("\n".join([HEADER] + rows) + "\n").encode("cp1252"))
+    code, err = _prepare(tmp_path, tmp_path / "latin1.csv", tmp_path / "o", capsys)
+    assert code == 0 and "invalid_utf8" in err, (code, err)
+    assert "re-encoded first, e.g. iconv -f cp1252 -t utf-8" in err, err

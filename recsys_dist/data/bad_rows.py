@@ -122,6 +122,8 @@ class BadRows:
             detail += ": the input holds no data lines (empty files, or a header line only)"
         for d in self.damaged_files:
             detail += f"; {_damage_message(d)}"
+        if self.by_reason.get("invalid_utf8"):
+            detail += f"; {NOT_UTF8_HINT}"
         raise PrepareError(f"prepare: {what} in {files}{detail}")
 
     def _sample(self, file: str, line: int, field: str, reason: str) -> None:
@@ -147,6 +149,12 @@ class BadRows:
               file=stream)
         for s in self.samples[:shown]:
             print(f"  {s['file']}:{s['line']}: {s['reason']}", file=stream)
+        if self.by_reason.get("invalid_utf8"):
+            print(f"prepare: {NOT_UTF8_HINT}", file=stream)
+
+
+NOT_UTF8_HINT = ("lines that are not UTF-8 are bad rows: a file saved as Latin-1 / Windows-1252 (e.g. Excel's "
+                 "plain 'CSV') must be re-encoded first, e.g. iconv -f cp1252 -t utf-8 in.csv > out.csv")
 
 
 def _damage_message(d: Dict[str, Any]) -> str:
