@@ -89,6 +89,25 @@ def test_classifier_eq_9_to_12():
     assert torch.allclose(mlp(x), logit.squeeze(-1), atol=1e-5)  # y_hat = sigmoid(logit) in the loss
 
 
+def test_field_slices_equal_the_gathers_in_search():
+    """The base / cross fields and the search's memorized embeddings are taken as slices when their indices are
+    contiguous (no [B, 325, d] gather copies); would catch a slice that is not the gather it replaces (output or
+    gradients differ), and a layout where they are not contiguous taken as a slice anyway."""
+    torch.manual_seed(0)
+    names = ("C1", "C2", "C3", "C1xC2", "C1xC3", "C2xC3")
+    arch = OptInterArch(ArchInputs(2, names, 4), methods="search", mlp=[8]).eval()
+    assert arch.base_span == (0, 3) and arch.cross_span == (3, 6) and arch.combination.mem_span == (0, 3)
+    dense, emb = torch.rand(5, 2), torch.randn(5, 6, 4, requires_grad=True)
+    sliced = arch(dense, emb)
+    (g_sliced,) = torch.autograd.grad(sliced.sum(), emb)
+    arch.base_span = arch.cross_span = arch.combination.mem_span = None  # the gathers
+    gathered = arch(dense, emb)
+    (g_gathered,) = torch.autograd.grad(gathered.sum(), emb)
+    assert torch.equal(sliced, gathered) and torch.equal(g_sliced, g_gathered)
+    shuffled = OptInterArch(ArchInputs(2, ("C1xC2", "C1", "C2", "C3", "C2xC3"), 4), methods="search", mlp=[8])
+    assert shuffled.base_span == (1, 4) and shuffled.cross_span is None
+
+
 def test_arch_input_is_e_o_then_e_b():
     names = ("C1", "C2", "C3", "C1xC2", "C2xC3")
     assert split_features(names) == (["C1", "C2", "C3"], {"C1xC2": ("C1", "C2"), "C2xC3": ("C2", "C3")})

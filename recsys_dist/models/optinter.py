@@ -78,6 +78,7 @@ class CombinationBlock(nn.Module):
         self.register_buffer("j", j, persistent=False)
         self.register_buffer("mem", mem, persistent=False)
         self.register_buffer("use_mem", use_mem.view(1, -1, 1), persistent=False)
+        self.mem_span = as_range(mem.tolist())  # search: every pair's cross table, in order: a view, no gather
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.alpha = nn.Parameter(torch.zeros(len(pairs), len(METHODS))) if self.search else None
 
@@ -94,8 +95,8 @@ class CombinationBlock(nn.Module):
         if not self.search:  # eq. 19: memorized or factorized, naive pairs already dropped
             if e_m.shape[1] == 0:
                 return e_f
-            return torch.where(self.use_mem, e_m[:, self.mem], e_f)
-        e_mem = e_m[:, self.mem]
+            return torch.where(self.use_mem, take_fields(e_m, self.mem, self.mem_span), e_f)
+        e_mem = take_fields(e_m, self.mem, self.mem_span)
         noise = None
         if self.training and self.gumbel:
             u = torch.rand_like(self.alpha).clamp_(1e-10, 1.0 - 1e-7)
@@ -112,6 +113,17 @@ class CombinationBlock(nn.Module):
         if not self.search:
             return list(self.methods)
         return [METHODS[k] for k in self.alpha.detach().argmax(dim=-1).tolist()]
+
+
+def as_range(idx: Sequence[int]) -> Optional[Tuple[int, int]]:
+    """(start, stop) when `idx` is start, start + 1, ..., stop - 1 (a slice then replaces a gather), else None."""
+    idx = list(idx)
+    return (idx[0], idx[-1] + 1) if idx and idx == list(range(idx[0], idx[0] + len(idx))) else None
+
+
+def take_fields(x: torch.Tensor, idx: torch.Tensor, span: Optional[Tuple[int, int]]) -> torch.Tensor:
+    """x[:, idx] for x [B, F, D]: a view when the indices are a contiguous range (`span`), else a gather."""
+    return x[:, span[0]:span[1]] if span is not None else x[:, idx]
 
 
 class LayerNormMLP(nn.Module):
@@ -204,6 +216,8 @@ class OptInterArch(DenseArch):
                              persistent=False)
         self.register_buffer("cross_idx", torch.tensor([names.index(n) for n in crosses], dtype=torch.long),
                              persistent=False)
+        # the base fields come first and the crosses after them (data.cross_pairs): slices, not gathers
+        self.base_span, self.cross_span = as_range(self.base_idx.tolist()), as_range(self.cross_idx.tolist())
         cross_names = list(crosses)
         pos = {n: k for k, n in enumerate(base)}
         if methods in ("search", "memorize"):
@@ -250,8 +264,8 @@ class OptInterArch(DenseArch):
         self.classifier = LayerNormMLP(width, list(mlp), layer_norm)
 
     def forward(self, dense: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-        e_o = embeddings[:, self.base_idx]
-        e_b = self.combination(e_o, embeddings[:, self.cross_idx])
+        e_o = take_fields(embeddings, self.base_idx, self.base_span)
+        e_b = self.combination(e_o, take_fields(embeddings, self.cross_idx, self.cross_span))
         e = torch.cat([self.numeric(dense, e_o), e_b], dim=1)  # [e^o, e^b], numeric fields first
         return self.classifier(e.flatten(1))
 
