@@ -106,6 +106,9 @@ def test_field_slices_equal_the_gathers_in_search():
     assert torch.equal(sliced, gathered) and torch.equal(g_sliced, g_gathered)
     shuffled = OptInterArch(ArchInputs(2, ("C1xC2", "C1", "C2", "C3", "C2xC3"), 4), methods="search", mlp=[8])
     assert shuffled.base_span == (1, 4) and shuffled.cross_span is None
+    with torch.device("meta"):  # as preflight and the planner build it (seen failing: .tolist() of a meta buffer)
+        meta = OptInterArch(ArchInputs(2, names, 4), methods="search", mlp=[8])
+    assert meta.cross_span == (3, 6) and meta.combination.mem_span == (0, 3)
 
 
 def test_arch_input_is_e_o_then_e_b():

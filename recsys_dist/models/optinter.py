@@ -72,13 +72,14 @@ class CombinationBlock(nn.Module):
         self.num_pairs, self.num_out = len(pairs), len(kept)
         i = torch.tensor([pairs[k][0] for k in kept], dtype=torch.long)
         j = torch.tensor([pairs[k][1] for k in kept], dtype=torch.long)
-        mem = torch.tensor([max(memorized[k], 0) for k in kept], dtype=torch.long)
+        mem_list = [max(memorized[k], 0) for k in kept]
+        mem = torch.tensor(mem_list, dtype=torch.long)
         use_mem = torch.tensor([self.search or methods[k] == "memorize" for k in kept])
         self.register_buffer("i", i, persistent=False)
         self.register_buffer("j", j, persistent=False)
         self.register_buffer("mem", mem, persistent=False)
         self.register_buffer("use_mem", use_mem.view(1, -1, 1), persistent=False)
-        self.mem_span = as_range(mem.tolist())  # search: every pair's cross table, in order: a view, no gather
+        self.mem_span = as_range(mem_list)  # search: every pair's cross table, in order: a view, no gather
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.alpha = nn.Parameter(torch.zeros(len(pairs), len(METHODS))) if self.search else None
 
@@ -212,12 +213,12 @@ class OptInterArch(DenseArch):
         if len(base) < 2 and methods != "naive":
             raise ValueError(f"optinter: needs at least 2 base sparse fields to cross, got {base}")
         names = list(inputs.feature_names)
-        self.register_buffer("base_idx", torch.tensor([names.index(n) for n in base], dtype=torch.long),
-                             persistent=False)
-        self.register_buffer("cross_idx", torch.tensor([names.index(n) for n in crosses], dtype=torch.long),
-                             persistent=False)
+        base_idx, cross_idx = [names.index(n) for n in base], [names.index(n) for n in crosses]
+        self.register_buffer("base_idx", torch.tensor(base_idx, dtype=torch.long), persistent=False)
+        self.register_buffer("cross_idx", torch.tensor(cross_idx, dtype=torch.long), persistent=False)
         # the base fields come first and the crosses after them (data.cross_pairs): slices, not gathers
-        self.base_span, self.cross_span = as_range(self.base_idx.tolist()), as_range(self.cross_idx.tolist())
+        # (from the lists: the buffers are meta tensors when the model is built on the meta device)
+        self.base_span, self.cross_span = as_range(base_idx), as_range(cross_idx)
         cross_names = list(crosses)
         pos = {n: k for k, n in enumerate(base)}
         if methods in ("search", "memorize"):
