@@ -23,9 +23,11 @@ from recsys_dist.config import ConfigError, JobConfig, source_of
 
 
 def check_job(cfg: JobConfig, world_size: int, splits: Sequence[str], plan: Optional[str] = None,
-              checkpoints: Sequence[Path] = (), checkpoint_note: str = "", selection: bool = False) -> None:
+              checkpoints: Sequence[Path] = (), checkpoint_note: str = "", selection: bool = False,
+              here: bool = False) -> None:
     """`checkpoint_note` is added to a checkpoint's error (e.g. how to start over instead of resuming);
-    `selection`: a train job, whose model selection settings need val rows."""
+    `selection`: a train job, whose model selection settings need val rows; `here`: the job runs on this
+    machine (train / evaluate, not a submit check for a cluster), so its tables must fit this machine's memory."""
     from recsys_dist.data.metadata import Metadata, MetadataError
 
     try:
@@ -41,6 +43,8 @@ def check_job(cfg: JobConfig, world_size: int, splits: Sequence[str], plan: Opti
         _check_selection(cfg, md)
     check_batches(cfg, world_size)
     tables, exact = _tables(cfg, md)
+    if exact and here:
+        check_host_memory(cfg, tables, world_size)
     model = _meta_model(cfg, md, tables)
     if plan and exact:
         _check_plan(cfg, plan, model, world_size)
@@ -81,6 +85,55 @@ def _check_selection(cfg: JobConfig, md) -> None:
             raise ConfigError(f"{where}: {key}={value} needs a val split to select on, and data.dir="
                               f"{cfg.data.dir!r} has no val rows (splits: {have}); prepare it with val rows "
                               f"(prepare.val_ratio, or --input train=... val=...) or drop {key}")
+
+
+# bytes of table optimizer state per row: (per row, per row and dim)
+TABLE_STATE_BYTES = {"sgd": (0, 0), "rowwise_adagrad": (4, 0), "adagrad": (0, 4), "adam": (0, 8)}
+
+
+def host_memory_bytes() -> Optional[int]:
+    """This machine's physical memory (MemTotal), None where /proc/meminfo is not there."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_host_memory(cfg: JobConfig, tables, world_size: int) -> None:
+    """A CPU job whose tables (weights + the table optimizer's state) cannot fit this machine's memory is refused
+    before any rank allocates them (an allocation of tens of GB failed with a traceback minutes in). The ranks of
+    one machine hold 1 / nodes of the tables (nodes = world size / LOCAL_WORLD_SIZE under torchrun). A CUDA job
+    is left to the planner (device memory, UVM)."""
+    import os
+
+    import torch
+
+    if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()):
+        return
+    total = host_memory_bytes()
+    if total is None:
+        return
+    weight = 2 if cfg.model.embedding_dtype == "fp16" else 4
+    per_row, per_elem = TABLE_STATE_BYTES.get(cfg.optim.sparse, (0, 0))
+    rows = sum(t.num_embeddings for t in tables)
+    elems = sum(t.num_embeddings * t.embedding_dim for t in tables)
+    nodes = max(1, world_size // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world_size))))
+    need = (elems * (weight + per_elem) + rows * per_row) / nodes
+    if need <= total:
+        return
+    gib = 1024 ** 3
+    big = max(tables, key=lambda t: t.num_embeddings)
+    key = "data.cross_table_rows" if cfg.data.cross_pairs is not None else "model.max_rows_per_table"
+    raise ConfigError(
+        f"data.dir={cfg.data.dir!r}: the embedding tables need {need / gib:.1f} GiB on this machine "
+        f"({len(tables)} tables, {rows:,} rows, {cfg.model.embedding_dtype} weights and {cfg.optim.sparse} state"
+        f"{f', over {nodes} machines' if nodes > 1 else ''}; the largest {big.table_name}: {big.num_embeddings:,} "
+        f"rows) but it has {total / gib:.1f} GiB: lower {key} ({source_of(cfg, key)}), prepare with a vocabulary "
+        f"(a higher min_count), a smaller model.embedding_dim, or spread the job over more machines")
 
 
 def _tables(cfg: JobConfig, md) -> Tuple[List, bool]:

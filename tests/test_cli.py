@@ -380,3 +380,26 @@ def test_every_numeric_option_is_range_checked_naming_the_option(capsys):
             assert f"argument {'/'.join(action.option_strings)}: " in capsys.readouterr().err
             seen += 1
     assert seen >= 15
+
+
+def test_tables_larger_than_this_machine_are_refused_before_work(tmp_path, capsys):
+    """Defect caught: a CPU job whose tables cannot fit the machine (OptInter's 325 cross tables at
+    data.cross_table_rows=10M: 77 GiB on 23.5) started, built its process group and failed allocating them with a
+    traceback; now exit 2 naming the need, the machine's memory and the key to lower. The same data with a row cap
+    passes the check (seen failing without it: the test process was OOM-killed building the tables)."""
+    from prepared_fixtures import write_dataset
+
+    from recsys_dist.preflight import host_memory_bytes
+
+    rows = host_memory_bytes() // (4 * 4) + 1  # one table of dim 4 whose fp32 weights alone exceed the machine
+    write_dataset(tmp_path / "data", {"train": 64, "val": 32, "test": 32}, vocab=(7, 11, rows))
+    err = _refused(capsys, "train", "--data", tmp_path / "data", "train.out_dir=" + str(tmp_path / "run"),
+                   "model.embedding_dim=4", "model.arch_args={bottom_mlp: [8, 4], top_mlp: [8, 1]}")
+    assert f"the largest t_s2: {rows:,} rows) but it has " in err and "lower model.max_rows_per_table" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+    from recsys_dist.config import load_config
+    from recsys_dist.preflight import check_job
+
+    cfg = load_config(None, [f"data.dir={tmp_path / 'data'}", "model.embedding_dim=4", "model.max_rows_per_table=1000",
+                             "model.arch_args={bottom_mlp: [8, 4], top_mlp: [8, 1]}"])
+    check_job(cfg, 1, splits=["train"], here=True)  # capped: fits

@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or str(default_checkpoint(args.run or cfg.train.out_dir))
     if not Path(checkpoint).is_dir():
         raise ConfigError(f"checkpoint {checkpoint}: not found (expected the checkpoint/ folder of a train run)")
-    check_job(cfg, world_size(), splits=[args.split], checkpoints=[Path(checkpoint)])  # plans afresh: no plan file
+    # plans afresh: no plan file
+    check_job(cfg, world_size(), splits=[args.split], checkpoints=[Path(checkpoint)], here=True)
     from recsys_dist.evaluate import evaluate
 
     result = evaluate(cfg, checkpoint, args.split, predictions=args.predictions)

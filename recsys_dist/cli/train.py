@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
                                   ("max_steps", "train.max_steps")])
     check_table_precision(cfg, resolve_device(cfg.train.device).type)
     check_job(cfg, world_size(), splits=["train"], plan=cfg.sharding.plan, checkpoints=resume_checkpoint(cfg),
-              checkpoint_note=resume_note(cfg), selection=True)
+              checkpoint_note=resume_note(cfg), selection=True, here=True)
     from recsys_dist.train import train  # heavy imports after the job is known to be good
 
     result = train(cfg)
