@@ -301,3 +301,19 @@ def test_presets_follow_the_papers_criteo_protocol(stage):
     assert (cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_eps) == ("adam", 5e-4, 1e-8)  # tables too
     assert cfg.model.arch_args["mlp"] == [700] * 5 and cfg.model.arch_args["layer_norm"] is True
     assert d.dir == p.out_dir
+
+
+def test_search_through_the_cli(planted, tmp_path, capsys):
+    """`recsys-dist train model.arch=optinter data.cross_pairs=all` as a user runs it: the CLI's preflight builds
+    the arch on the meta device before any rank starts (a span computed from a meta buffer failed there, and the
+    tests that call train() directly did not see it; seen failing on 4fca6ab), then a few steps and
+    architecture.json."""
+    from recsys_dist.cli import main
+
+    out = tmp_path / "cli"
+    code = main(["train", "--data", str(planted), f"train.out_dir={out}", "model.arch=optinter",
+                 "data.cross_pairs=all", "model.arch_args={methods: search, mlp: [16]}", "model.embedding_dim=4",
+                 "data.batch_size=256", "data.eval_batch_size=1000", "train.max_steps=3", "train.checkpoint=false",
+                 "train.log_every_steps=0", "train.tensorboard=false"])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    assert json.loads((out / "architecture.json").read_text())["mode"] == "search"
