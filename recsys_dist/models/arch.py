@@ -14,7 +14,7 @@ auxiliary loss (e.g. DynInt's orthogonal regularization) return it from `regular
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -56,3 +56,11 @@ class DenseArch(nn.Module):
     def model_parameters(self) -> List[nn.Parameter]:
         arch_ids = {id(p) for p in self.architecture_parameters()}
         return [p for p in self.parameters() if id(p) not in arch_ids]
+
+
+def map_row_chunks(fn: Callable[..., torch.Tensor], rows: int, *xs: torch.Tensor) -> torch.Tensor:
+    """fn(*xs) for tensors whose dim 0 is the batch, computed over chunks of at most `rows` rows and concatenated
+    (fn must treat rows independently); one call when the batch fits."""
+    if xs[0].shape[0] <= rows:
+        return fn(*xs)
+    return torch.cat([fn(*chunk) for chunk in zip(*(x.split(rows) for x in xs))])

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from recsys_dist.models.arch import ArchInputs, DenseArch
+from recsys_dist.models.arch import ArchInputs, DenseArch, map_row_chunks
 from recsys_dist.models.numeric_fields import NumericFields
 
 _REFERENCE = False
@@ -224,9 +224,7 @@ class DeepMRArch(DenseArch):
         # the attention branch over chunks of the batch: its [rows, N, d_o] temporaries stay under glibc's 32 MiB
         # mmap threshold (a larger block is mapped, faulted in and unmapped on every step)
         rows = max(1, self.CHUNK_BYTES // (e.shape[1] * self.width * e.element_size()))
-        if e.shape[0] <= rows:
-            return self._attention_branch(e), o_dnn
-        return torch.cat([self._attention_branch(chunk) for chunk in e.split(rows)]), o_dnn
+        return map_row_chunks(self._attention_branch, rows, e), o_dnn
 
     def _attention_branch(self, e: torch.Tensor) -> torch.Tensor:
         z = e

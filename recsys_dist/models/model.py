@@ -9,7 +9,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_dist.embedding_l2 import embedding_l2
-from recsys_dist.models.arch import ArchInputs, DenseArch
+from recsys_dist.models.arch import ArchInputs, DenseArch, map_row_chunks
 from recsys_dist.models.registry import build_arch
 from recsys_dist.models.sparse import SparseArch, TableSpec
 
@@ -76,7 +76,7 @@ class CTRTrainModel(nn.Module):
     def forward(self, batch) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         embeddings = self.model.sparse_arch(batch.sparse_features)
         if not self.training and not torch.is_grad_enabled() and self.score_chunk_rows > 0:
-            logits = score_in_chunks(self._dense_logits, batch.dense_features, embeddings, self.score_chunk_rows)
+            logits = map_row_chunks(self._dense_logits, self.score_chunk_rows, batch.dense_features, embeddings)
         else:
             logits = self._dense_logits(batch.dense_features, embeddings)
         loss = weighted_bce(logits, batch.labels, batch.weights)
@@ -86,14 +86,6 @@ class CTRTrainModel(nn.Module):
         if self.embedding_l2 > 0:
             loss = loss + embedding_l2(embeddings, batch.weights, self.embedding_l2)
         return loss, (loss.detach(), logits.detach(), batch.labels)
-
-
-def score_in_chunks(fn, dense: torch.Tensor, embeddings: torch.Tensor, rows: int) -> torch.Tensor:
-    """fn(dense, embeddings) -> [B] logits, computed over row chunks of at most `rows` (eval only: no autograd)."""
-    n = embeddings.shape[0]
-    if n <= rows:
-        return fn(dense, embeddings)
-    return torch.cat([fn(dense[i:i + rows], embeddings[i:i + rows]) for i in range(0, n, rows)])
 
 
 def _device_type(module: nn.Module) -> str:
