@@ -23,7 +23,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys_dist.data.bad_rows import PrepareConfigError
-from recsys_dist.data.raw_files import expand_globs
 from recsys_dist.data.metadata import SPLITS
 
 COLUMN_VALUES = {"train": 0, "val": 1, "valid": 1, "validation": 1, "dev": 1, "test": 2}
@@ -44,16 +43,12 @@ def parse_inputs(items: List[str]) -> Tuple[List[str], Dict[str, List[str]]]:
         else:
             plain.append(item)
     if plain and named:
-        raise PrepareConfigError(f"prepare.input mixes split files ({', '.join(f'{k}=...' for k in named)}) with plain "
-                           f"inputs {plain}: name the split of every input (train=PATH, val=PATH, test=PATH)")
+        raise PrepareConfigError(f"prepare.input mixes split files ({', '.join(f'{k}=...' for k in named)}) with "
+                                 f"plain inputs {plain}: name the split of every input (train=PATH, val=PATH, "
+                                 "test=PATH)")
     if named and "train" not in named:
         raise PrepareConfigError(f"prepare.input names {', '.join(sorted(named))} files but no train=PATH")
     return plain, named
-
-
-def expand(patterns: List[str], where: str) -> List[str]:
-    """Globs expanded (sorted); files and folders kept as given (the prepare's input discovery reads folders)."""
-    return expand_globs(patterns, where)
 
 
 def codes(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray]:

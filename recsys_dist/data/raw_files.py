@@ -110,8 +110,9 @@ def expand_globs(items: List[str], where: Optional[str] = None) -> List[str]:
 def expand_inputs(inputs: List[str], in_folder: Callable[[Path], bool], empty: str, none_inside: str,
                   check_file: Optional[Callable[[Path], None]] = None) -> List[Path]:
     """`prepare.input` -> files: each file as given (`check_file` may refuse it), each folder's files that
-    `in_folder` accepts, by name; a glob pattern (`data/*.csv`) is its matches, sorted. Errors: `empty` when nothing is given, "<folder>: <none_inside>" for a folder
-    without such files, "<path>: no such file or folder"."""
+    `in_folder` accepts, by name; a glob pattern (`data/*.csv`) is its matches, sorted. Errors: `empty` when
+    nothing is given, "<folder>: <none_inside>" for a folder without such files, "<path>: no such file or
+    folder"."""
     if not inputs:
         raise PrepareConfigError(empty)
     found: List[Path] = []
@@ -509,13 +510,17 @@ def empty_files(paths: List[str], what: str = "") -> List[str]:
     """The files whose (decompressed) content is empty, or a byte-order mark alone; each is warned about on
     stderr: it adds no row, which is no error, but seldom what was meant (a failed export or download). A .gz
     damaged before its first byte is not empty (the readers report the damage)."""
-    empty = []
-    for p in paths:
-        with open_raw(p) as f:
-            if not f.read(1) and gzip_problem(f) is None:
-                empty.append(p)
-                print(f"prepare: warning: {p}: empty file (no lines): it adds no rows{what}", file=sys.stderr)
+    empty = [p for p in paths if is_empty(p)]
+    for p in empty:
+        print(f"prepare: warning: {p}: empty file (no lines): it adds no rows{what}", file=sys.stderr)
     return empty
+
+
+def is_empty(path: str) -> bool:
+    """The file's (decompressed) content is empty or a byte-order mark alone; a .gz damaged before its first byte
+    is not empty (the readers report the damage)."""
+    with open_raw(path) as f:
+        return not f.read(1) and gzip_problem(f) is None
 
 
 def count_lines(path: str) -> int:

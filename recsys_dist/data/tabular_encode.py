@@ -149,10 +149,11 @@ def parse_timestamps(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
 def _iso_seconds(text: pa.Array, nan: bool = False):
     """ISO-8601 strings -> seconds since the epoch (naive times, or with a zone offset such as Z / +02:00);
     None if any does not parse (or [nan] for a single unparsable value with nan=True)."""
-    for unit, per_second in ((pa.timestamp("us"), 1e6), (pa.timestamp("us", tz="UTC"), 1e6),
-                             (pa.timestamp("ns"), 1e9), (pa.timestamp("ns", tz="UTC"), 1e9)):  # ns: 7-9 digits
+    for unit in (pa.timestamp("us"), pa.timestamp("us", tz="UTC"),
+                 pa.timestamp("ns"), pa.timestamp("ns", tz="UTC")):  # ns: 7-9 digits
         try:
-            return pc.cast(pc.cast(text, unit), pa.int64()).to_numpy(zero_copy_only=False) / per_second
+            ticks = pc.cast(pc.cast(text, unit), pa.int64()).to_numpy(zero_copy_only=False)
+            return ticks / _TICKS_PER_SECOND[unit.unit]
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
     return np.array([np.nan]) if nan else None

@@ -63,7 +63,8 @@ from recsys_dist.data import numeric_transforms
 from recsys_dist.data.numeric_transforms import ClipCounter, NumericFit
 from recsys_dist.data.oov_report import OOV_ID, OovCounter, TrainIds, unseen_hashed
 from recsys_dist.data.parquet_parts import Part, PartWriter, remove_temp_files
-from recsys_dist.data.raw_files import BadLine, LineReader, Rows, empty_files, expand_inputs, gzip_problem, open_raw
+from recsys_dist.data.raw_files import (BadLine, LineReader, Rows, empty_files, expand_globs, expand_inputs,
+                                        gzip_problem, is_empty, open_raw)
 from recsys_dist.data.schema_file import CategoricalSpec, Schema, SchemaError, load_schema, rule_holds
 from recsys_dist.data.tabular_encode import as_strings, hash_strings, parse_numbers, parse_timestamps, split_lists
 
@@ -222,9 +223,8 @@ def _blocks(path: str, schema: Schema, bad: BadRows) -> Iterator[Tuple[pa.Table,
             yield t, np.arange(row + 1, row + b.num_rows + 1), None
             row += b.num_rows
         return
-    with open_raw(path) as f:
-        if not f.read(1) and gzip_problem(f) is None:  # an empty file: no header, no rows (see empty_files)
-            return
+    if is_empty(path):  # no header, no rows (warned about once by empty_files)
+        return
     names = _csv_header(path, schema)
     _check_columns(schema, path, names, None)
 
@@ -233,12 +233,13 @@ def _blocks(path: str, schema: Schema, bad: BadRows) -> Iterator[Tuple[pa.Table,
         bad.add(path, b.line, b.kind, f"{field}: {b.reason}" if field else b.reason, field, b.raw, b.size)
 
     stream = open_raw(path)
-    reader = LineReader(stream, BLOCK_BYTES, names, pacsv.ParseOptions(delimiter=_delimiter(path, schema)),
+    delimiter = _delimiter(path, schema)
+    reader = LineReader(stream, BLOCK_BYTES, names, pacsv.ParseOptions(delimiter=delimiter),
                         pacsv.ConvertOptions(column_types={c: pa.string() for c in cols}, include_columns=cols,
                                              strings_can_be_null=True, null_values=[""],
                                              quoted_strings_can_be_null=False), on_bad,
                         lambda actual, expected: f"{actual} fields, expected {expected} "
-                                                 f"({_delimiter(path, schema)!r}-separated)",
+                                                 f"({delimiter!r}-separated)",
                         skip_first_line=schema.csv_header)
     try:  # block by block, no read-ahead (raw_files.LineReader): memory does not grow with the file
         for rows in reader:
@@ -531,9 +532,9 @@ def _decide_split(cfg: PrepareConfig, schema: Schema) -> Tuple[List[str], _Split
         if plain or named:
             raise PrepareConfigError(f"{schema.where('split')}: the schema names the split files (split.train, ...) "
                                      f"and prepare.input gives {list(cfg.input)}: give the files in one place")
-        named = {k: given_splits.expand(v, schema.where(f"split.{k}")) for k, v in schema.split_files.items()}
+        named = {k: expand_globs(v, schema.where(f"split.{k}")) for k, v in schema.split_files.items()}
     else:
-        named = {k: given_splits.expand(v, f"prepare.input {k}=") for k, v in named.items()}
+        named = {k: expand_globs(v, f"prepare.input {k}=") for k, v in named.items()}
     val = schema.val_ratio if schema.val_ratio is not None else cfg.val_ratio
     test = schema.test_ratio if schema.test_ratio is not None else cfg.test_ratio
     seed = schema.seed if schema.seed is not None else cfg.seed
