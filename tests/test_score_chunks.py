@@ -34,3 +34,25 @@ def test_chunked_scoring_gives_the_same_logits_and_only_when_scoring(arch):
     with torch.no_grad():
         model(batch)  # training mode: one pass
     assert calls == [B, B]
+
+
+def _built_chunk(rank, world, data_dir):
+    from recsys_dist.config import load_config
+    from recsys_dist.dist_env import init_distributed
+    from recsys_dist.job import build_sharded_model
+
+    cfg = load_config(None, [f"data.dir={data_dir}", "model.embedding_dim=8", "data.batch_size=64",
+                             "data.eval_batch_size=256", "model.arch_args={bottom_mlp: [8, 8], top_mlp: [8, 1]}"])
+    built = build_sharded_model(cfg, init_distributed("cpu"))
+    return [m.score_chunk_rows for m in built.dmp.modules() if type(m).__name__ == "CTRTrainModel"]
+
+
+def test_the_job_scores_in_per_rank_training_batches_on_cpu(tmp_path):
+    """The job's wiring (recsys_dist/job.py): on CPU, train / evaluate score in chunks of the per-rank training
+    batch (global 64 on 2 ranks: 32), not the eval batch. Defect caught: the chunk left at 0 (one pass over the
+    eval batch), or the global batch used on every rank."""
+    from dist_harness import run_on_ranks
+    from prepared_fixtures import write_dataset
+
+    write_dataset(tmp_path, {"train": 64, "val": 16, "test": 16})
+    assert run_on_ranks(_built_chunk, 2, (tmp_path,), timeout=180) == [[32], [32]]
