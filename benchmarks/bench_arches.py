@@ -14,7 +14,7 @@ its arguments, the embedding dim, the batch, the fields (26 categorical + 13 num
                    the waits for a core. samples/s = B / CPU seconds per step: the rate of one core.
     FLOPs/sample   torch.utils.flop_counter over that forward + backward (oneDNN linears counted as F.linear; the
                    in-place addmm_ and CPU fused attention it lacks are added with the formulas of their kin), of
-                   the paper's model: an arch that runs cheaper ops for the same math (DeepMR, deepmr.reference_ops)
+                   the paper's model: an arch that runs cheaper ops for the same math (DenseArch.paper_ops: DeepMR)
                    is counted with the paper's ops; the FLOPs it executes are printed beside ("executed").
     roofline       FLOPs / the best fp32 GEMM rate per CPU-second on the same thread(s), measured in the same
                    process between the step windows (alternating); "x roofline" = step time / that time.
@@ -143,11 +143,11 @@ def count_flops(arch, dense, emb, paper_model: bool = True) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     import recsys_dist.models.onednn_linear as onednn
-    from recsys_dist.models.deepmr import reference_ops
+    from recsys_dist.models.arch import DenseArch
 
     saved, onednn._ONEDNN = onednn._ONEDNN, False
     try:
-        with reference_ops() if paper_model else contextlib.nullcontext(), \
+        with arch.paper_ops() if paper_model and isinstance(arch, DenseArch) else contextlib.nullcontext(), \
                 FlopCounterMode(display=False, custom_mapping=_flop_formulas()) as fc:
             logits = arch(dense, emb)
             torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)).backward()
@@ -300,7 +300,10 @@ def run_case(label: str, data_dirs: Dict[str, str], cap: int, small: bool, round
     preset, note, malloc_tuned = case.preset, case.note, case.malloc_tuned
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before the first forward + backward (FLOP count)
     flops = count_flops(case.arch, case.dense, case.emb)
-    executed = count_flops(case.arch, case.dense, case.emb, paper_model=False)
+    from recsys_dist.models.arch import DenseArch
+
+    own_ops = type(case.arch).paper_ops is not DenseArch.paper_ops  # else the executed ops are the paper's
+    executed = count_flops(case.arch, case.dense, case.emb, paper_model=False) if own_ops else flops
 
     step()  # warm-up (optimizer state, allocator)
     gemms = _GemmRecorder()

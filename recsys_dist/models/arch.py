@@ -13,8 +13,9 @@ auxiliary loss (e.g. DynInt's orthogonal regularization) return it from `regular
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -52,6 +53,11 @@ class DenseArch(nn.Module):
     def regularization_loss(self) -> Optional[torch.Tensor]:
         """An auxiliary loss added to the BCE loss (already weighted), or None."""
         return None
+
+    def paper_ops(self) -> ContextManager[None]:
+        """A context in which the arch runs its paper's ops where it executes cheaper ones for the same math (the
+        paper model's FLOP count, benchmarks/bench_arches.py); most arches run the paper's ops already."""
+        return contextlib.nullcontext()
 
     def model_parameters(self) -> List[nn.Parameter]:
         arch_ids = {id(p) for p in self.architecture_parameters()}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator, Optional
+from typing import ContextManager, Iterator, Optional
 
 import torch
 from torch import nn
@@ -231,6 +231,9 @@ class DeepMRArch(DenseArch):
         for block in self.attention[:-1]:
             z = block(z)
         return self.attention[-1](z, sum_fields=True)  # eq. 8 rows summed over fields
+
+    def paper_ops(self) -> ContextManager[None]:
+        return reference_ops()
 
     def forward(self, dense: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         o_sa, o_dnn = self.branches(dense, embeddings)
