@@ -61,14 +61,33 @@ def _hash_unique(arr: pa.Array) -> np.ndarray:
 
 
 def as_strings(arr: pa.Array) -> pa.Array:
-    """Any scalar column -> string (integers as decimal text); a chunked column is combined first."""
+    """Any scalar column -> string (integers as decimal text, floats as float_text); a chunked column is combined
+    first."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if pa.types.is_dictionary(arr.type):
         arr = arr.cast(arr.type.value_type)
     if pa.types.is_large_string(arr.type):
         return arr.cast(pa.string())
+    if pa.types.is_floating(arr.type):
+        return float_text(arr)
     return arr if pa.types.is_string(arr.type) else pc.cast(arr, pa.string())
+
+
+def float_text(arr: pa.Array) -> pa.Array:
+    """A float column as the text a CSV of it holds: an integral value as its integer (3.0 -> "3", 123456789012.0
+    -> "123456789012", -0.0 -> "0": pandas writes an int id column with nulls as float64), any other as Python's
+    shortest repr (3.5 -> "3.5", 1e-07 -> "1e-07"; numpy's Dragon4, as pandas' to_csv writes it); NaN and nulls
+    are null (empty). Arrow's own cast writes 1.23456789012e+11 and -0, which would be other ids."""
+    v = arr.to_numpy(zero_copy_only=False)  # nulls -> NaN
+    valid = ~np.isnan(v)
+    integral = valid & np.isfinite(v) & (np.abs(v) < 2.0**63)
+    integral[integral] = v[integral] == np.floor(v[integral])
+    out = pc.cast(pa.array(np.where(integral, v, 0).astype(np.int64), mask=~valid), pa.string())
+    other = valid & ~integral  # 3.5, inf: few in an id column (numpy's repr runs at ~1M values/s)
+    if other.any():
+        out = pc.replace_with_mask(out, pa.array(other), pa.array(v[other].astype(str), pa.string()))
+    return out
 
 
 def hash_strings(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
