@@ -70,7 +70,10 @@ class OptimConfig:
     beta1: float = 0.9  # Adam's betas, of the tables and the dense params (the arch optimizer keeps torch's)
     beta2: float = 0.999
     arch_lr: float = 3e-4  # optimizer of architecture parameters (search stages of OptInter / OptFusion)
-    warmup_steps: int = 0  # linear warm-up of both learning rates
+    warmup_steps: int = 0  # linear warm-up of every learning rate (recsys_dist/lr_schedule.py)
+    lr_decay: str = "none"  # none | linear | cosine: every learning rate decays over the run's steps
+    decay_start: float = 0.0  # the decay starts after this fraction of the run's steps
+    decay_end_factor: float = 0.0  # the learning rates end at this fraction of their base value
 
 
 @dataclass
@@ -181,6 +184,7 @@ class JobConfig:
 
 SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "sgd", "adam")
 DENSE_OPTIMIZERS = ("adagrad", "adam", "sgd")
+LR_DECAYS = ("none", "linear", "cosine")  # optim.lr_decay (recsys_dist/lr_schedule.py)
 PIPELINES = ("sparse_dist", "base")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
@@ -204,6 +208,7 @@ RANGES: Dict[str, str] = {
     "optim.sparse_lr": "> 0", "optim.sparse_eps": "> 0", "optim.dense_lr": "> 0", "optim.dense_eps": "> 0",
     "optim.weight_decay": ">= 0", "optim.beta1": "[0, 1)", "optim.beta2": "[0, 1)", "optim.arch_lr": "> 0",
     "optim.warmup_steps": ">= 0", "optim.embedding_l2": ">= 0",
+    "optim.decay_start": "[0, 1)", "optim.decay_end_factor": "[0, 1]",
     "train.epochs": "> 0", "train.max_steps": "> 0", "train.val_every_steps": ">= 0", "train.log_every_steps": ">= 0",
     "train.seed": ">= 0", "train.threads": "> 0", "train.checkpoint_every_steps": ">= 0",
     "train.keep_checkpoints": "> 0", "train.early_stopping.patience": ">= 0", "train.early_stopping.min_delta": ">= 0",
@@ -342,6 +347,7 @@ def validate(cfg: JobConfig, source: Optional[str] = None, check_paths: bool = T
     if source is not None:
         cfg._sources = {"": source}  # type: ignore[attr-defined]
     for key, choices in (("optim.sparse", SPARSE_OPTIMIZERS), ("optim.dense", DENSE_OPTIMIZERS),
+                         ("optim.lr_decay", LR_DECAYS),
                          ("train.pipeline", PIPELINES), ("train.device", DEVICES),
                          ("train.mixed_precision", PRECISIONS), ("model.embedding_dtype", EMBEDDING_DTYPES),
                          ("train.early_stopping.metric", ("auc", "logloss")),

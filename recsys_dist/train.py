@@ -31,6 +31,7 @@ from recsys_dist.early_stopping import ModelSelection
 from recsys_dist.json_file import write_json
 from recsys_dist.job import (BuiltModel, build_sharded_model, fingerprint, load_checkpoint, make_reader,
                              save_checkpoint, write_run_files)
+from recsys_dist.lr_schedule import build_lr_schedule
 from recsys_dist.metrics import PredictionBuffer
 from recsys_dist.metrics_log import drop_records_after
 from recsys_dist.model_size import model_size
@@ -152,7 +153,6 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
 
         compile_dense_arch(built.model, cfg.train.compile_cache, env.device)
     optimizer = build_optimizer(built.dmp, built.model.dense_arch.architecture_parameters(), cfg.optim)
-    scheduler = _warmup(optimizer, cfg.optim.warmup_steps)
     reader = make_reader(cfg, built, env, "train")
     has_val = "val" in built.metadata.splits and built.metadata.splits["val"].rows > 0
     out = Path(cfg.train.out_dir)
@@ -160,6 +160,7 @@ def train(cfg: JobConfig) -> Dict[str, Any]:
     total = steps_per_epoch * cfg.train.epochs
     if cfg.train.max_steps is not None:
         total = min(total, cfg.train.max_steps)
+    scheduler = build_lr_schedule(optimizer, cfg.optim, total)
 
     step, epoch0, in_epoch0 = 0, 0, 0
     resume = _resume_from(cfg, out)
@@ -331,9 +332,3 @@ def _attach(pipeline, built: BuiltModel) -> None:
     if hasattr(pipeline, "attach"):
         pipeline.attach(built.dmp)
 
-
-def _warmup(optimizer, warmup_steps: int):
-    """Linear warm-up of every learning rate (the fused table optimizer's too: its lr is a param group)."""
-    if warmup_steps <= 0:
-        return None
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup_steps))
