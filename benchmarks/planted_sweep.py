@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = ("test_learns_planted_signal", "test_dense_i_learns_planted", "test_dense_ii_learns_planted",
-          "test_optfusion_learns_planted")
+          "test_optfusion_learns_planted", "test_optinter_learns_planted")
 
 
 def planted_runs():
@@ -64,9 +64,9 @@ def main() -> None:
             for name in args.run:
                 run = runs[name]
                 t = time.perf_counter()
-                arch_args = planted._resolve(run.arch_args, Path(root))
+                arch_args, overrides = planted.resolve(run, Path(root))
                 cfg = planted.planted_config(data, Path(root) / name, run.arch, arch_args,
-                                             [*run.overrides, *setting.split()])
+                                             [*overrides, *setting.split()])
                 try:
                     auc = train(cfg)["test"]["auc"]
                 except ConfigError as e:  # e.g. Hard retrain of a selection that has not decided

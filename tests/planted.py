@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 from dist_harness import run_on_ranks
 
@@ -82,7 +82,7 @@ class PlantedRun:
     name: str
     arch: str
     arch_args: Mapping[str, Any]
-    overrides: Sequence[str] = field(default_factory=tuple)
+    overrides: Sequence[Union[str, Tuple[str, Exported]]] = field(default_factory=tuple)
 
 
 def make_planted(root: Path) -> PlantedData:
@@ -111,9 +111,14 @@ def planted_config(data: PlantedData, out: Path, arch: str, arch_args: Mapping[s
     return cfg
 
 
-def _resolve(args: Mapping[str, Any], suite_dir: Path) -> Dict[str, Any]:
-    return {k: str(suite_dir / v.run / "architecture.json") if isinstance(v, Exported) else v
-            for k, v in args.items()}
+def resolve(run: PlantedRun, suite_dir: Path) -> Tuple[Dict[str, Any], List[str]]:
+    """The run's arch arguments and overrides with each `Exported` as the path of that run's architecture.json
+    (an override `(key, Exported(run))` becomes `key=PATH`)."""
+    def path(v: Any) -> Any:
+        return str(suite_dir / v.run / "architecture.json") if isinstance(v, Exported) else v
+
+    overrides = [o if isinstance(o, str) else f"{o[0]}={path(o[1])}" for o in run.overrides]
+    return {k: path(v) for k, v in run.arch_args.items()}, overrides
 
 
 def _train_suites(rank, world, data, root, suites):
@@ -126,7 +131,8 @@ def _train_suites(rank, world, data, root, suites):
         for run in runs:
             t = time.perf_counter()
             out = root / suite / run.name
-            result = train(planted_config(data, out, run.arch, _resolve(run.arch_args, root / suite), run.overrides))
+            arch_args, overrides = resolve(run, root / suite)
+            result = train(planted_config(data, out, run.arch, arch_args, overrides))
             dist.barrier()  # rank 0's files (architecture.json) are written before a later run reads them
             results.setdefault(suite, {})[run.name] = {
                 "test": result["test"], "val": result.get("val"), "architecture": result.get("architecture"),
