@@ -80,3 +80,145 @@ def test_float_parquet_ids_get_the_ids_of_integers(tmp_path, capsys):
     (tmp_path / "dot0.csv").write_text("\n".join([csv[0]] + [r.replace("3,", "3.0,", 1) for r in csv[1:]]) + "\n")
     code, err = _run(tmp_path, ID_SCHEMA, tmp_path / "dot0.csv", "dot0", capsys)
     assert code == 0 and _tables(tmp_path / "dot0")["train"]["user"] != outs["ids.csv"]["train"]["user"]  # as docs
+
+
+# -- timestamps ---------------------------------------------------------------------------------------------------
+TIMES = [np.datetime64("2014-10-21T00:00") + np.timedelta64(7 * i % 40, "h") + np.timedelta64(i % 3, "D")
+         for i in range(40)]
+TIME_SCHEMA = """label: clicked
+timestamp: {timestamp}
+split: {{val: 0.2, test: 0.2}}
+categorical:
+  - {{column: user}}
+"""
+
+
+def _time_csv(path, cells, extra=()):
+    rows = [f"{c},u{i % 4},{i % 2}" for i, c in enumerate(cells)] + list(extra)
+    path.write_text("\n".join(["ts,user,clicked"] + rows) + "\n")
+
+
+def _time_prepare(tmp_path, timestamp, data, out, capsys):
+    return _run(tmp_path, TIME_SCHEMA.format(timestamp=timestamp), data, out, capsys)
+
+
+def _iso_reference(tmp_path, capsys):
+    _time_csv(tmp_path / "iso.csv", [str(t) for t in TIMES])
+    code, err = _time_prepare(tmp_path, "ts", tmp_path / "iso.csv", "iso", capsys)
+    assert code == 0, err
+    return _tables(tmp_path / "iso")
+
+
+def _bad(out):
+    return [(b["line"], b["field"], b["reason"]) for b in map(json.loads, (out / "bad_rows.jsonl").read_text()
+                                                               .splitlines())]
+
+
+def test_avazu_hour_column_with_a_format(tmp_path, capsys):
+    """Catches Avazu's `hour` (14102100: YYMMDDHH) being read as epoch seconds (1970-06-13, silently: the time
+    split then orders by a meaningless number) and a format's lenient parse keeping malformed cells: strptime
+    reads '1410210' (7 digits) as 2014-10-21 00h and 2014-02-30 as March 2nd. With
+    `timestamp: {column: ts, format: "%y%m%d%H"}` the CSV (and a Parquet int64 column of the same numbers) split
+    exactly as the ISO text does; malformed cells are bad rows naming file:line, the field and the format."""
+    reference = _iso_reference(tmp_path, capsys)
+    cells = [str(t.astype(object).strftime("%y%m%d%H")) for t in TIMES]
+    _time_csv(tmp_path / "hour.csv", cells, ["1410210,u1,1", "14022900,u1,1", "14102124,u1,0", ",u1,0"])
+    code, err = _time_prepare(tmp_path, "ts", tmp_path / "hour.csv", "bare", capsys)
+    assert code == 0 and "of the values look like compact dates (14102100, as %y%m%d%H)" in err and \
+        'write timestamp: {column: ts, format: "%y%m%d%H"}' in err, err
+    fmt = '{column: ts, format: "%y%m%d%H"}'
+    code, err = _time_prepare(tmp_path, fmt, tmp_path / "hour.csv", "hour", capsys)
+    assert code == 0, err
+    assert _tables(tmp_path / "hour") == reference
+    expected = 'expected a time in the format "%y%m%d%H" (timestamp.format)'
+    assert _bad(tmp_path / "hour") == [(42, "ts", f"ts='1410210': {expected}"), (43, "ts", f"ts='14022900': {expected}"),
+                                       (44, "ts", f"ts='14102124': {expected}"), (45, "ts", f"ts is empty: {expected}")]
+    assert f"hour.csv:42: ts='1410210': {expected}" in err
+    pq.write_table(pa.table({"ts": pa.array([int(c) for c in cells], pa.int64()),
+                             "user": [f"u{i % 4}" for i in range(len(cells))],
+                             "clicked": [i % 2 for i in range(len(cells))]}), tmp_path / "hour.parquet")
+    code, err = _time_prepare(tmp_path, fmt, tmp_path / "hour.parquet", "hour_pq", capsys)
+    assert code == 0, err
+    assert _tables(tmp_path / "hour_pq") == reference
+
+
+def test_epoch_milliseconds_compact_dates_and_day_first_text(tmp_path, capsys):
+    """Catches epoch milliseconds being bad rows without a way to read them (and the bad row not saying how),
+    compact dates 20141021 read as epoch seconds in 1970 with no word, and day-first text (`22/10/2014 7:00`,
+    unpadded) refused: each with its schema key splits as the ISO text does."""
+    reference = _iso_reference(tmp_path, capsys)
+    ms = [str(int(t.astype("datetime64[ms]").astype(np.int64))) for t in TIMES]
+    _time_csv(tmp_path / "ms.csv", ms)
+    code, err = _time_prepare(tmp_path, "ts", tmp_path / "ms.csv", "ms_bare", capsys)
+    assert code == 1 and f"ms.csv:2: ts='{ms[0]}': expected epoch seconds (below 1e11: not milliseconds) or " \
+        "ISO-8601 date / time; for epoch milliseconds write timestamp: {column: ts, unit: ms}" in err, err
+    code, err = _time_prepare(tmp_path, "{column: ts, unit: ms}", tmp_path / "ms.csv", "ms", capsys)
+    assert code == 0, err
+    assert _tables(tmp_path / "ms") == reference
+    _time_csv(tmp_path / "s_as_ns.csv", ms[:-1], ["1413849600000000000,u1,1", "soon,u1,1"])
+    code, err = _time_prepare(tmp_path, "{column: ts, unit: ms}", tmp_path / "s_as_ns.csv", "ns", capsys)
+    assert code == 0, err
+    assert _bad(tmp_path / "ns") == [
+        (41, "ts", "ts='1413849600000000000': expected epoch milliseconds (timestamp.unit: ms) below 1e+14: a value "
+                   "in a finer unit?"),
+        (42, "ts", "ts='soon': expected epoch milliseconds (timestamp.unit: ms): a number")]
+
+    days = [t.astype("datetime64[D]") for t in TIMES]
+    _time_csv(tmp_path / "days.csv", [str(d).replace("-", "") for d in days])
+    _time_csv(tmp_path / "days_iso.csv", [str(d) for d in days])
+    code, err = _time_prepare(tmp_path, "ts", tmp_path / "days.csv", "days_bare", capsys)
+    assert code == 0 and "prepare: warning: timestamp: ts: 100% of the values look like compact dates (20141021, " \
+        "as %Y%m%d) but a number is read as epoch seconds (1970-08-22T02:43:41)" in err, err
+    assert "compact date" in json.loads((tmp_path / "days_bare" / "metadata.json").read_text())["source"]["split"][
+        "warnings"][0]
+    assert _time_prepare(tmp_path, "ts", tmp_path / "days_iso.csv", "days_iso", capsys)[0] == 0
+    code, err = _time_prepare(tmp_path, '{column: ts, format: "%Y%m%d"}', tmp_path / "days.csv", "days", capsys)
+    assert code == 0 and "compact date" not in err, err
+    assert _tables(tmp_path / "days") == _tables(tmp_path / "days_iso")
+
+    text = [t.astype(object).strftime("%d/%m/%Y %H:%M").lstrip("0").replace(" 0", " ") for t in TIMES]
+    assert "22/10/2014 7:00" in text  # an unpadded hour
+    _time_csv(tmp_path / "dmy.csv", text, ["30/02/2014 1:00,u1,1"])
+    code, err = _time_prepare(tmp_path, "ts", tmp_path / "dmy.csv", "dmy_bare", capsys)
+    assert code == 1 and 'for another format write timestamp: {column: ts, format: "%d/%m/%Y %H:%M"}' in err, err
+    code, err = _time_prepare(tmp_path, '{column: ts, format: "%d/%m/%Y %H:%M"}', tmp_path / "dmy.csv", "dmy",
+                              capsys)
+    assert code == 0, err
+    assert _tables(tmp_path / "dmy") == reference
+    assert _bad(tmp_path / "dmy") == [(42, "ts", "ts='30/02/2014 1:00': expected a time in the format "
+                                                 '"%d/%m/%Y %H:%M" (timestamp.format)')]
+
+
+def test_bad_timestamp_keys_are_config_errors(tmp_path, capsys):
+    """Catches a timestamp mapping the schema does not support (an unknown unit, a format without a directive,
+    which strptime reads as 1900-01-01 for every row, a directive Arrow reads but ignores (%j), an unknown key,
+    format and unit together, no column) being accepted or failing later: exit 2, one line naming schema:line and
+    the key. The first runs the real entry point (a subprocess) for the exit status."""
+    import subprocess
+    import sys
+
+    _time_csv(tmp_path / "t.csv", [str(t) for t in TIMES])
+    (tmp_path / "s.yaml").write_text(TIME_SCHEMA.format(timestamp="{column: ts, unit: days}"))
+    r = subprocess.run([sys.executable, "-m", "recsys_dist.cli", "prepare", "--schema", str(tmp_path / "s.yaml"),
+                        "--input", str(tmp_path / "t.csv"), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"recsys-dist prepare: config error: {tmp_path / 's.yaml'}:2: timestamp.unit='days' is not one of s, ms, us, "
+        "ns"], (r.returncode, r.stderr[-2000:])
+    cases = {
+        '{column: ts, format: "ymd"}': "schema.yaml:2: timestamp.format='ymd' has no % directive",
+        '{column: ts, format: "%Y-%j"}': "schema.yaml:2: timestamp.format='%Y-%j' %j is not a directive prepare reads",
+        '{column: ts, format: "%H:%M"}': "timestamp.format='%H:%M' has no year",
+        "{column: ts, fmt: x}": "schema.yaml:2: timestamp.fmt: unknown key; expected one of column, format, unit",
+        '{column: ts, unit: s, format: "%Y"}': "schema.yaml:2: timestamp: give format (text times) or unit",
+        "{unit: ms}": "schema.yaml:2: timestamp.column=None: expected a non-empty string",
+        "[ts]": "timestamp=['ts']: expected a column name, {column: NAME, format:",
+    }
+    for value, message in cases.items():
+        code, err = _time_prepare(tmp_path, value, tmp_path / "t.csv", "o", capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "config error: " in err and message in err, \
+            (value, err)
+    t = pa.table({"ts": pa.array(np.array(TIMES, "datetime64[s]"), pa.timestamp("s")), "user": ["u"] * 40, "clicked": [0, 1] * 20})
+    pq.write_table(t, tmp_path / "t.parquet")
+    code, err = _time_prepare(tmp_path, "{column: ts, unit: s}", tmp_path / "t.parquet", "o", capsys)
+    assert code == 2 and "timestamp.unit='ts': in " in err and "needs no unit: give the column alone" in err, err

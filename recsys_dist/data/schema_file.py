@@ -3,6 +3,7 @@
     label: "rating >= 4"          # a 0/1 column (label: clicked), or a rule `column OP number` binarizing one
                                   # (or `column == 'text'`: label: "income == '>50K'")
     timestamp: ts                 # optional: time-ordered split (oldest rows train); else a seeded random split
+                                  # (or {column: hour, format: "%y%m%d%H"}, {column: ts, unit: ms})
     split: {val: 0.1, test: 0.1, seed: 0}   # optional; default prepare.val_ratio / test_ratio / seed
     # or a split you already have: files (paths / globs relative to this file) or a column of train / val / test
     #   split: {train: train.csv, val: valid.csv, test: "test_*.csv"}      split: {column: fold}
@@ -34,6 +35,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 from recsys_dist.data.bad_rows import PrepareConfigError
+from recsys_dist.data import timestamp_formats
 from recsys_dist.data.numeric_transforms import DEFAULT_CLIP, DEFAULT_TRANSFORM, TRANSFORMS
 
 POOLINGS = ("sum", "mean")
@@ -96,7 +98,9 @@ class Schema:
     label: LabelSpec
     categorical: List[CategoricalSpec]  # single- and multi-valued, in file order (single first)
     numeric: List[NumericSpec]
-    timestamp: Optional[str] = None
+    timestamp: Optional[str] = None  # the column
+    timestamp_format: Optional[str] = None  # strptime format of text times (timestamp_formats)
+    timestamp_unit: Optional[str] = None  # epoch numbers in s / ms / us / ns
     val_ratio: Optional[float] = None  # None: prepare.val_ratio
     test_ratio: Optional[float] = None
     seed: Optional[int] = None
@@ -250,6 +254,28 @@ def _categorical(item: Any, key: str, r: _Reader, multi: bool) -> CategoricalSpe
     return spec
 
 
+def _timestamp(s: Schema, value: Any, r: _Reader) -> None:
+    """`timestamp: COLUMN`, `{column: COLUMN, format: STRFTIME}` or `{column: COLUMN, unit: s|ms|us|ns}`."""
+    if not isinstance(value, dict):
+        if not isinstance(value, str) or not value:
+            raise r.fail("timestamp", f"={value!r}: expected a column name, {{column: NAME, format: \"%Y%m%d\"}} "
+                                      "or {column: NAME, unit: ms}")
+        s.timestamp = value
+        return
+    t = r.mapping(value, "timestamp", ("column", "format", "unit"))
+    s.timestamp = r.string(t.get("column"), "timestamp.column")
+    if "format" in t and "unit" in t:
+        raise r.fail("timestamp", ": give format (text times) or unit (epoch numbers), not both")
+    if "format" in t:
+        fmt = r.string(t["format"], "timestamp.format")
+        problem = timestamp_formats.format_problem(fmt)
+        if problem:
+            raise r.fail("timestamp.format", f"={fmt!r} {problem}")
+        s.timestamp_format = fmt
+    if "unit" in t:
+        s.timestamp_unit = r.choice(t["unit"], "timestamp.unit", timestamp_formats.UNITS)
+
+
 def _split(s: Schema, sp: Dict[str, Any], r: _Reader, path: str) -> None:
     """`split:` ratios {val, test, seed}, or given files {train, val, test}, or {column}; never two of them."""
     files = {k: v for k, v in sp.items() if k in ("train", "val", "test") and not isinstance(v, (int, float))}
@@ -318,7 +344,7 @@ def parse_schema(raw: Any, path: str = "schema.yaml", lines: Optional[Dict[str, 
         raise SchemaError(f"{path}: no features: give categorical, multi_valued and/or numeric fields")
     s = Schema(label, cats, nums, path=path, lines=lines or {})
     if "timestamp" in d:
-        s.timestamp = r.string(d["timestamp"], "timestamp")
+        _timestamp(s, d["timestamp"], r)
     if "split" in d:
         _split(s, r.mapping(d["split"], "split", ("train", "val", "test", "seed", "column")), r, path)
     if "csv" in d:

@@ -56,7 +56,7 @@ import pyarrow.parquet as pq
 
 from recsys_dist.config import PrepareConfig
 from recsys_dist.data import criteo_encode as enc
-from recsys_dist.data import given_splits
+from recsys_dist.data import given_splits, timestamp_formats
 from recsys_dist.data.bad_rows import BAD_ROWS_FILE, BadRows, PrepareConfigError, PrepareError
 from recsys_dist.data.metadata import METADATA_FILE, SPLITS, Metadata, SparseFeature, SplitInfo
 from recsys_dist.data import numeric_transforms
@@ -198,6 +198,10 @@ def _check_columns(schema: Schema, path: str, names: List[str], types: Optional[
         want(c.column, f"multi_valued[{i}].column", listy or text(t), "a list column or separated text")
     if schema.timestamp is not None:
         t = types[schema.timestamp]
+        if schema.timestamp_format or schema.timestamp_unit:
+            key = "timestamp.format" if schema.timestamp_format else "timestamp.unit"
+            want(schema.timestamp, key, scalar(t) or text(t), f"{'text' if schema.timestamp_format else 'numbers'} "
+                 f"for {key} (a Parquet timestamp / date column needs no {key.split('.')[1]}: give the column alone)")
         want(schema.timestamp, "timestamp", scalar(t) or text(t) or pa.types.is_timestamp(t) or pa.types.is_date(t),
              "a timestamp, a date, epoch seconds or ISO-8601 text")
     if schema.split_column is not None:
@@ -318,9 +322,8 @@ def _parse(schema: Schema, table: pa.Table, lines: np.ndarray, path: str, bad: B
     time = None
     if schema.timestamp is not None:
         raw = table.column(schema.timestamp)
-        time, b = parse_timestamps(raw)
-        checks.append(("timestamp", b, schema.timestamp, raw,
-                       "epoch seconds (below 1e11: not milliseconds) or ISO-8601 date / time"))
+        time, expected = _timestamps(schema, raw)
+        checks += [("timestamp", mask, schema.timestamp, raw, why) for mask, why in expected]
     split = None
     if schema.split_column is not None:
         raw = table.column(schema.split_column)
@@ -339,6 +342,24 @@ def _parse(schema: Schema, table: pa.Table, lines: np.ndarray, path: str, bad: B
         bad.add(path, int(lines[j]), kind, f"{what}: expected {expected}", col, *excerpt)
     any_bad = first >= 0
     return _Block(~any_bad, label.astype(np.int8), numeric, single, multi, time, split)
+
+
+def _timestamps(schema: Schema, raw: Any) -> Tuple[np.ndarray, List[Tuple[np.ndarray, str]]]:
+    """The timestamp column's seconds since the epoch, and (bad mask, expected) per kind of bad cell."""
+    if schema.timestamp_format is not None:
+        time, b = timestamp_formats.parse_formatted(raw, schema.timestamp_format)
+        return time, [(b, f'a time in the format "{schema.timestamp_format}" (timestamp.format)')]
+    if schema.timestamp_unit is not None:
+        unit = schema.timestamp_unit
+        time, b, large = timestamp_formats.parse_epoch(raw, unit)
+        name = timestamp_formats.UNIT_NAMES[unit]
+        bound = timestamp_formats.MAX_EPOCH_SECONDS * timestamp_formats.TICKS_PER_SECOND[unit]
+        return time, [(large, f"epoch {name} (timestamp.unit: {unit}) below {bound:.0e}: a value in a finer unit?"),
+                      (b & ~large, f"epoch {name} (timestamp.unit: {unit}): a number")]
+    time, b = parse_timestamps(raw)
+    if not b.any() or pa.types.is_timestamp(raw.type) or pa.types.is_date(raw.type):
+        return time, [(b, timestamp_formats.BARE_EXPECTED)]
+    return time, timestamp_formats.bare_checks(raw, b, schema.timestamp)
 
 
 # -- the passes ---------------------------------------------------------------------------------------------
@@ -397,7 +418,8 @@ def _time_split_warning(schema: Schema, split: _Split, rows: Dict[str, int]) -> 
             "remove `timestamp:` for a random split")
 
 
-def _time_cutoffs(files: List[str], schema: Schema, split: _Split, strict: bool) -> None:
+def _time_cutoffs(files: List[str], schema: Schema, split: _Split, strict: bool) -> str:
+    """Set the split's cutoffs; a warning when a bare timestamp column of numbers looks like compact dates."""
     rng = np.random.default_rng([split.seed, 1 << 20])
     times, prio = np.zeros(0), np.zeros(0)
     probe = _Split("ratio", 0.0, 0.0, split.seed)  # any assignment: only the timestamps are used
@@ -411,6 +433,8 @@ def _time_cutoffs(files: List[str], schema: Schema, split: _Split, strict: bool)
     k_val, k_test = round(s.size * (1 - split.val - split.test)), round(s.size * (1 - split.test))
     split.cut_val = float(s[k_val]) if k_val < s.size else math.inf
     split.cut_test = float(s[k_test]) if k_test < s.size else math.inf
+    bare = schema.timestamp_format is None and schema.timestamp_unit is None
+    return timestamp_formats.compact_date_warning(times, schema.timestamp) if bare else ""
 
 
 def _train_counts(files: List[str], schema: Schema, split: _Split,
@@ -599,7 +623,10 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
             _check_columns(schema, path, _csv_header(path, schema), None)
 
     if split.mode == "time":
-        _time_cutoffs(files, schema, split, cfg.strict)
+        warning = _time_cutoffs(files, schema, split, cfg.strict)
+        if warning:
+            print(f"prepare: warning: {warning}", file=sys.stderr)
+            split_detail.setdefault("warnings", []).append(warning)
     vocabs: Dict[str, enc.Vocab] = {}
     fits: Dict[str, NumericFit] = {}
     if any(c.encoding == "vocab" for c in schema.categorical) or \
@@ -672,7 +699,9 @@ def _prepare_tabular(cfg: PrepareConfig, schema: Optional[Schema]) -> Metadata:
                                       "empty_rate": stats.empty[spec.name] / stats.n}
     transforms = sorted({n.transform for n in schema.dense()})
     if split.mode == "time":
-        split_detail.update(timestamp=schema.timestamp, train_before=split.cut_val, test_from=split.cut_test)
+        split_detail.update(timestamp=schema.timestamp, train_before=split.cut_val, test_from=split.cut_test,
+                            **({"timestamp_format": schema.timestamp_format} if schema.timestamp_format else {}),
+                            **({"timestamp_unit": schema.timestamp_unit} if schema.timestamp_unit else {}))
     md = Metadata(
         dense_features=[n.name for n in schema.dense()],
         sparse_features=sparse,
