@@ -111,6 +111,62 @@ def test_field_slices_equal_the_gathers_in_search():
     assert meta.cross_span == (3, 6) and meta.combination.mem_span == (0, 3)
 
 
+@pytest.mark.parametrize("methods", ["search", "fixed", "memorize", "factorize"])
+def test_pair_runs_equal_the_gathered_pair_products(methods):
+    """Eq. 14 (and 18) computed by runs of pairs (pair_products: broadcast slices, no gathered sides) gives the
+    gathered form's outputs and gradients (e_o, e_m, alpha) in training and eval, pairs in the same order, for
+    search, a fixed mix of methods (memorized and factorized interleaved), all-memorized and all-factorized.
+    Would catch a run shifted or cut short, a wrong pair order, a gradient term dropped or mis-accumulated (the
+    backward is hand-written), or weights p^m / p^f swapped."""
+    fields = 6
+    pairs = [(a, b) for a in range(fields) for b in range(a + 1, fields)]
+    pairs = pairs[:7] + pairs[9:]  # a run cut in the middle: (0, 1..5), (1, 2), then (1, 5), (2, 3) ...
+    P = len(pairs)
+    per_pair = {"search": "search", "memorize": ["memorize"] * P, "factorize": ["factorize"] * P,
+                "fixed": [("memorize", "memorize", "factorize", "factorize", "factorize", "naive")[k % 6]
+                          for k in range(P)]}[methods]
+    memorized = list(range(P)) if methods != "factorize" else [-1] * P
+    if methods == "fixed":  # cross tables only for the memorized pairs, in pair order
+        mem = iter(range(P))
+        memorized = [next(mem) if m == "memorize" else -1 for m in per_pair]
+    blk = CombinationBlock(pairs, per_pair, memorized, tau=0.7).double()
+    assert blk.runs is not None and len(blk.runs) < blk.num_factorized or methods == "memorize"
+    torch.manual_seed(0)
+    if methods == "search":
+        with torch.no_grad():
+            blk.alpha.copy_(torch.randn(P, 3))
+    e_o = torch.randn(5, fields, 3, dtype=torch.float64, requires_grad=True)
+    e_m = torch.randn(5, max(memorized) + 1, 3, dtype=torch.float64, requires_grad=True)
+    runs = blk.runs
+    for training in (True, False):
+        blk.train(training)
+        got = {}
+        for name, r in (("runs", runs), ("gathered", None)):
+            blk.runs = r
+            torch.manual_seed(1)  # the same Gumbel noise
+            out = blk(e_o, e_m)
+            params = [e_o, e_m] + ([blk.alpha] if methods == "search" else [])
+            grads = torch.autograd.grad((out * torch.linspace(-1, 2, out.numel()).view_as(out)).sum(), params,
+                                        allow_unused=True)
+            got[name] = (out, grads)
+        torch.testing.assert_close(got["runs"][0], got["gathered"][0], rtol=1e-12, atol=1e-15)
+        for a, b in zip(got["runs"][1], got["gathered"][1]):
+            if a is None or b is None:
+                assert a is None and b is None or (a if b is None else b).abs().max() == 0
+            else:
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():  # scoring: no autograd, the same values
+        blk.runs = runs
+        fast = blk(e_o, e_m)
+        blk.runs = None
+        torch.testing.assert_close(fast, blk(e_o, e_m), rtol=1e-12, atol=1e-15)
+    with torch.device("meta"):  # as preflight and the planner build it
+        meta = CombinationBlock(pairs, per_pair, memorized)
+        assert meta.runs == runs and meta.segments == blk.segments
+        if methods != "search":  # (the search's temperature reads its step counter: not on meta, as before)
+            assert meta(torch.empty(5, fields, 3), torch.empty(5, max(memorized) + 1, 3)).shape == fast.shape
+
+
 def test_arch_input_is_e_o_then_e_b():
     names = ("C1", "C2", "C3", "C1xC2", "C2xC3")
     assert split_features(names) == (["C1", "C2", "C3"], {"C1xC2": ("C1", "C2"), "C2xC3": ("C2", "C3")})

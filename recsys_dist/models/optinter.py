@@ -17,6 +17,7 @@ from torch import nn
 
 from recsys_dist.models.arch import ArchInputs, DenseArch
 from recsys_dist.models.numeric_fields import NumericFields
+from recsys_dist.models.pair_products import mixed_pair_products, pair_runs
 
 METHODS = ("memorize", "factorize", "naive")  # k in K, in the order of alpha's columns
 FIXED = ("memorize", "factorize", "naive")
@@ -80,6 +81,23 @@ class CombinationBlock(nn.Module):
         self.register_buffer("mem", mem, persistent=False)
         self.register_buffer("use_mem", use_mem.view(1, -1, 1), persistent=False)
         self.mem_span = as_range(mem_list)  # search: every pair's cross table, in order: a view, no gather
+        # eq. 14 (and 18) by runs of pairs sharing i with consecutive j (pair_products); None: the gathered form
+        kinds = ["memorize" if self.search or methods[k] == "memorize" else "factorize" for k in kept]
+        factorized = [pairs[k] for k, m in zip(kept, kinds) if self.search or m == "factorize"]
+        self.runs: Optional[List[Tuple[int, int, int, int]]] = pair_runs(factorized)
+        self.num_factorized = len(factorized)
+        # fixed: the output in pair order as slices of e_m's memorized pairs and of the factorized products
+        mem_sel = [memorized[k] for k, m in zip(kept, kinds) if m == "memorize"]
+        self.register_buffer("mem_sel", torch.tensor(mem_sel, dtype=torch.long), persistent=False)
+        self.mem_sel_span = as_range(mem_sel)
+        self.segments: List[Tuple[str, int, int]] = []  # (kind, first, stop) into the memorized / factorized ones
+        seen = {"memorize": 0, "factorize": 0}
+        for m in kinds:
+            if self.segments and self.segments[-1][0] == m:
+                self.segments[-1] = (m, self.segments[-1][1], self.segments[-1][2] + 1)
+            else:
+                self.segments.append((m, seen[m], seen[m] + 1))
+            seen[m] += 1
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.alpha = nn.Parameter(torch.zeros(len(pairs), len(METHODS))) if self.search else None
 
@@ -92,12 +110,21 @@ class CombinationBlock(nn.Module):
         return torch.softmax(logits / self.temperature(), dim=-1)
 
     def forward(self, e_o: torch.Tensor, e_m: torch.Tensor) -> torch.Tensor:
-        e_f = e_o[:, self.i] * e_o[:, self.j]  # eq. 14
+        if self.runs is None:
+            return self._forward_gathered(e_o, e_m)
         if not self.search:  # eq. 19: memorized or factorized, naive pairs already dropped
-            if e_m.shape[1] == 0:
-                return e_f
-            return torch.where(self.use_mem, take_fields(e_m, self.mem, self.mem_span), e_f)
-        e_mem = take_fields(e_m, self.mem, self.mem_span)
+            kinds = {m for m, _, _ in self.segments}
+            parts = {"factorize": mixed_pair_products(e_o, self.runs, self.num_factorized)  # eq. 14
+                     if "factorize" in kinds else None,
+                     "memorize": take_fields(e_m, self.mem_sel, self.mem_sel_span) if "memorize" in kinds else None}
+            out = [parts[m][:, a:b] for m, a, b in self.segments]
+            return e_o[:, :0] if not out else out[0] if len(out) == 1 else torch.cat(out, dim=1)
+        p = self._search_weights()
+        # eq. 18 (p^n e^n = 0) with eq. 14's products made inside
+        return mixed_pair_products(e_o, self.runs, self.num_pairs, w_f=p[:, 1],
+                                   e_m=take_fields(e_m, self.mem, self.mem_span), w_m=p[:, 0])
+
+    def _search_weights(self) -> torch.Tensor:
         noise = None
         if self.training and self.gumbel:
             u = torch.rand_like(self.alpha).clamp_(1e-10, 1.0 - 1e-7)
@@ -106,8 +133,18 @@ class CombinationBlock(nn.Module):
         if self.training:
             with torch.no_grad():
                 self.step += 1
-        # eq. 18 (p^n e^n = 0)
-        return p[:, 0].view(1, -1, 1) * e_mem + p[:, 1].view(1, -1, 1) * e_f
+        return p
+
+    def _forward_gathered(self, e_o: torch.Tensor, e_m: torch.Tensor) -> torch.Tensor:
+        """The same outputs by index gathers of both sides of every pair (the reference; `runs = None`)."""
+        e_f = e_o[:, self.i] * e_o[:, self.j]  # eq. 14
+        if not self.search:  # eq. 19
+            if e_m.shape[1] == 0:
+                return e_f
+            return torch.where(self.use_mem, take_fields(e_m, self.mem, self.mem_span), e_f)
+        p = self._search_weights()
+        e_mem = take_fields(e_m, self.mem, self.mem_span)
+        return p[:, 0].view(1, -1, 1) * e_mem + p[:, 1].view(1, -1, 1) * e_f  # eq. 18
 
     def chosen(self) -> List[str]:
         """The method per pair: argmax_k alpha (eq. 19) in search, else the fixed ones."""
