@@ -6,8 +6,10 @@ line's own bytes only, so a line's verdict never depends on its neighbours or on
 * invalid UTF-8 (strict, as Python's decoder: no overlong forms, surrogates or code points above U+10FFFF),
 * a NUL byte,
 * a CR anywhere but right before the LF (CSV parsers take it as a line break, which would shift the line numbers),
-* (CSV with quoting) an odd number of quote characters: a quoted field that does not end on its line. A record
-  whose quoted field holds a newline is two lines, each with an odd count, so neither half becomes a row.
+* (CSV with quoting) an odd number of quote characters: a quoted field that does not end on its line. Such a
+  line is either the first or last line of a record whose quoted field holds a newline (raw_files.LineReader reads
+  the lines from one odd line to the next as one record when the CSV parser makes one valid row of them), or a
+  stray quote (a bad line).
 
 `LineIndex(block)` finds the lines of a block; `line_defects(block, index)` returns each line's first defect.
 """

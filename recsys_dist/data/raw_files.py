@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 
 from recsys_dist.data.bad_rows import PrepareConfigError
 from recsys_dist.data.line_checks import (CR, DEFECT_KINDS, NUL, QUOTE, UTF8, LineIndex, has_odd_quote_line,
-                                          line_defects)
+                                          line_defects, odd_quote_lines)
 
 
 class GzipReader(io.RawIOBase):
@@ -271,7 +271,10 @@ class LineReader:
     1. the line (line_checks): invalid UTF-8, a NUL byte, a CR inside it, empty, longer than a block;
     2. the parse of the remaining lines (pyarrow's CSV parser, string columns): the field count, and a quoted
        field that does not end on its line (a block whose lines do not give one row each is parsed again in
-       halves down to single lines, so one such line cannot take its neighbours with it).
+       halves down to single lines, so one such line cannot take its neighbours with it);
+    3. records over several lines (a newline inside a quoted field, RFC 4180): the lines from one with an odd
+       number of quotes to the next are one record if the parser makes one valid row of them (_records), named
+       by its first line; a quoted field open at the end of a block is read on with the next (up to a block).
 
     Lines failing 1 or 2 go to `on_bad(BadLine)` and are left out; iterating gives one Rows per block. A line
     is split on LF only; a CR right before LF is dropped. With `skip_first_line`, line 1 (a header) is skipped
@@ -295,14 +298,19 @@ class LineReader:
                                         invalid_row_handler=self._on_invalid)
         self.lines = 0
         self.damage: Optional[Tuple[str, str, int]] = None
+        self._carry = b""  # the lines of a quoted field open at the end of a block (_block)
 
     def _on_invalid(self, row: Any) -> str:
         self._invalid.append((row.number, row.actual_columns, row.text))
         return "skip"
 
     def __iter__(self) -> Iterator[Rows]:
+        carry = b""  # the lines of a record whose quoted field is still open at the end of the previous piece
         for piece in line_blocks(self.stream, self.block_bytes):
             if isinstance(piece, LongLine):
+                if carry:  # the record cannot close within a block: its lines are judged alone
+                    yield from self._pieces(memoryview(carry), True)
+                    carry = b""
                 self.lines += 1
                 self.on_bad(BadLine(self.lines, "line_too_long", None,
                                     f"a line of {piece.size} bytes, longer than the {self.block_bytes}-byte read "
@@ -315,15 +323,25 @@ class LineReader:
                 cut = bytes(piece).rfind(b"\n") + 1
                 self.damage = self.damage[:2] + (len(piece) - cut,)  # type: ignore[index]
                 piece = piece[:cut]
-                if not cut:
+                if not cut and not carry:
                     continue
-            block = _Block(piece, self.lines + 1, self.skip_first_line and self.lines == 0)
-            rows = self._block(block)
-            if rows is not None:
-                yield rows
-            del block, piece, rows  # before the next read: one piece in memory at a time
+            if carry:
+                piece, carry = memoryview(carry + bytes(piece)), b""
+            yield from self._pieces(piece, final)
+            carry, self._carry = self._carry, b""
+            del piece  # before the next read: one piece (and at most a block of an open record) in memory
+        if carry:  # the end of the stream inside a quoted field: the opening line is a bad line
+            yield from self._pieces(memoryview(carry), True)
         if self.damage is None:
             self._damaged()
+
+    def _pieces(self, piece: memoryview, final: bool) -> Iterator[Rows]:
+        if not len(piece):
+            return
+        block = _Block(piece, self.lines + 1, self.skip_first_line and self.lines == 0)
+        rows = self._block(block, final)
+        if rows is not None:
+            yield rows
 
     def _damaged(self) -> bool:
         raw = getattr(self.stream, "raw", None)
@@ -333,7 +351,9 @@ class LineReader:
         return problem is not None
 
     # -- one block ------------------------------------------------------------------------------------------
-    def _block(self, b: _Block) -> Optional[Rows]:
+    def _block(self, b: _Block, final: bool = True) -> Optional[Rows]:
+        """The rows of block b; unless `final`, the lines from a quoted field still open at its end (up to a
+        block of them) are left for the next block (self._carry)."""
         n_before = self.lines
         header_end = b.find(b"\n") + 1 if b.skip_first else 0
         if b.skip_first and header_end == 0:
@@ -358,11 +378,19 @@ class LineReader:
         good = (code == 0) & ~empty
         if b.skip_first:
             good[0], code[0], empty[0] = False, 0, False
+        batches: List[pa.RecordBatch] = []
+        lines: List[np.ndarray] = []
+        if self.quote is not None:  # records whose quoted field holds a newline: their lines are no lines alone
+            covered, still_open = self._records(b, code, batches, lines)
+            if still_open is not None and not final and b.d.size - ix.start[still_open] <= self.block_bytes:
+                self._carry = bytes(b.piece[int(ix.start[still_open]):])  # it may close in the next block
+                self.lines = n_before + still_open
+                covered[still_open:] = True
+            good &= ~covered
+            code[covered], empty[covered] = 0, False
         for i in np.flatnonzero((code != 0) | empty).tolist():
             self._line_bad(b, i, int(code[i]), int(where[i]))
         idx = np.flatnonzero(good)
-        batches: List[pa.RecordBatch] = []
-        lines: List[np.ndarray] = []
         invalid_all: List[Tuple[int, int, int, str]] = []
         self._parse_lines(b, idx, batches, lines, invalid_all)
         for i, actual, expected, text in sorted(invalid_all):
@@ -370,7 +398,92 @@ class LineReader:
         if not batches:
             return None
         batch = batches[0] if len(batches) == 1 else pa.concat_batches(batches)
-        return Rows(batch, b.first + np.concatenate(lines), b)
+        at = np.concatenate(lines)
+        if len(batches) > 1 and (np.diff(at) < 0).any():  # records and single lines: in line order
+            order = np.argsort(at, kind="stable")
+            batch, at = batch.take(pa.array(order)), at[order]
+        return Rows(batch, b.first + at, b)
+
+    # -- records over several lines (a newline inside a quoted field) -------------------------------------------
+    def _records(self, b: _Block, code: np.ndarray, batches: List[pa.RecordBatch],
+                 lines: List[np.ndarray]) -> Tuple[np.ndarray, Optional[int]]:
+        """The lines of block b that belong to records over several lines (bool [lines]; their rows go to
+        batches / lines, at the record's first line), and the line whose quoted field is still open at the end
+        of the block (or None).
+
+        A line with an odd number of quotes opens a quoted field that the next such line closes; the lines from
+        one to the other are one record when pyarrow's CSV parser (newlines_in_values) makes exactly one valid row
+        of them, with a newline count that fits. Otherwise the opening line is a bad line (a stray quote, a
+        record of the wrong field count) and the next odd line opens anew: a stray quote never takes the lines
+        after it along, and an unclosed quote at the end of the file is a bad line naming its line."""
+        ix = b.index
+        covered = np.zeros(len(ix), dtype=bool)
+        odd = odd_quote_lines(b.d, ix, self.quote[0])  # type: ignore[index]
+        if b.skip_first:
+            odd[0] = False
+        opens = np.flatnonzero(odd).tolist()
+        other = (code != 0) & (code != QUOTE)  # a NUL, a CR, invalid UTF-8: never part of a record
+        k = 0
+        while k + 1 < len(opens):
+            spans = [(opens[j], opens[j + 1]) for j in range(k, len(opens) - 1, 2)]
+            ok: List[bool] = []
+            self._parse_spans(b, spans, other, ok, batches, lines)
+            n_good = ok.index(False) if False in ok else len(ok)
+            for first, last in spans[:n_good]:
+                covered[first: last + 1] = True
+            if n_good == len(spans):
+                k += 2 * n_good
+                break
+            k += 2 * n_good + 1  # the failed span's first line is a bad line; its last line opens anew
+        return covered, (opens[k] if k < len(opens) else None)
+
+    def _parse_spans(self, b: _Block, spans: List[Tuple[int, int]], other: np.ndarray, ok: List[bool],
+                     batches: List[pa.RecordBatch], lines: List[np.ndarray]) -> None:
+        """Parse the spans (first, last line) of block b as records; append True per span that is one, up to and
+        including the first that is not (False): the spans after it are paired anew by the caller."""
+        got = None if any(other[f: l + 1].any() for f, l in spans) else self._parse_records(b, spans)
+        if got is not None:
+            batches.append(got)
+            lines.append(np.array([f for f, _ in spans], dtype=np.int64))
+            ok += [True] * len(spans)
+            return
+        if len(spans) == 1:
+            ok.append(False)
+            return
+        half = len(spans) // 2
+        self._parse_spans(b, spans[:half], other, ok, batches, lines)
+        if all(ok):
+            self._parse_spans(b, spans[half:], other, ok, batches, lines)
+
+    def _parse_records(self, b: _Block, spans: List[Tuple[int, int]]) -> Optional[pa.RecordBatch]:
+        """The spans' lines parsed with newlines inside quoted values: one valid row per span, or None."""
+        idx = np.concatenate([np.arange(f, l + 1) for f, l in spans])
+        parse = pacsv.ParseOptions(delimiter=self.parse.delimiter, quote_char=self.parse.quote_char,
+                                   double_quote=self.parse.double_quote, escape_char=self.parse.escape_char,
+                                   newlines_in_values=True, ignore_empty_lines=False,
+                                   invalid_row_handler=self._on_invalid)
+        c = self.convert
+        convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in self.names},
+                                       strings_can_be_null=c.strings_can_be_null, null_values=c.null_values,
+                                       quoted_strings_can_be_null=c.quoted_strings_can_be_null)
+        buf = b.gather(idx)
+        self._invalid = []
+        try:
+            table = pacsv.read_csv(pa.py_buffer(buf), read_options=pacsv.ReadOptions(
+                column_names=self.names, use_threads=False, block_size=len(buf) + 1), parse_options=parse,
+                convert_options=convert)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        if self._invalid or table.num_rows != len(spans):
+            return None
+        newlines = np.zeros(table.num_rows, dtype=np.int64)
+        for col in table.columns:  # every column: a newline of the record is in one of its values
+            newlines += pc.fill_null(pc.count_substring(col, "\n"), 0).to_numpy(zero_copy_only=False)
+        if (newlines != np.array([l - f for f, l in spans])).any():
+            return None
+        keep = list(c.include_columns) or self.names
+        batches = table.select(keep).combine_chunks().to_batches()
+        return batches[0] if batches else None
 
     def _clean(self, b: _Block, start: int) -> bool:
         """No line of the block has a defect: it can be parsed as a whole (empty lines come out as rows of nulls,
@@ -477,8 +590,8 @@ class LineReader:
                 NUL: f"a NUL byte at byte {at + 1} of the line",
                 CR: f"a carriage return (CR) at byte {at + 1} of the line: lines end at LF only",
                 QUOTE: f"an odd number of {chr(byte or 34)} on the line (the last at byte {at + 1}): a quoted field "
-                       "that does not end on its line (a newline inside quotes is not supported: each part of "
-                       "such a record is a bad line) or a stray quote"}[code]
+                       "that no later line closes into one record of the expected fields (the end of the file, or "
+                       "more than a read block, comes first), or a stray quote"}[code]
         self.on_bad(BadLine(line, DEFECT_KINDS[code], field, what, raw, size))
 
     def _field_at(self, prefix: bytes) -> int:

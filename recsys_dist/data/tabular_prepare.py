@@ -6,7 +6,7 @@
 
 Inputs: files or folders (a folder contributes its *.csv, *.tsv, *.txt, their .gz, and *.parquet / *.pq files,
 by name). CSV is read in 8 MiB blocks of whole lines, each line judged from its own bytes and the good ones parsed by
-pyarrow's CSV parser (raw_files.LineReader: no read-ahead; quoted fields allowed, no newlines inside values);
+pyarrow's CSV parser (raw_files.LineReader: no read-ahead; quoted fields allowed, newlines inside them too);
 Parquet batch by batch. Rows are written in input
 order as row groups of ROW_GROUP_ROWS, so memory is bounded by a block, a row group and the vocabularies, whatever
 the input size; the same rows as CSV or as Parquet give the same files, whatever the block size.
