@@ -271,3 +271,37 @@ def test_newlines_inside_quoted_fields_are_one_record_for_any_block(tmp_path, ca
                        (unclosed, "unparsable", "user")], (block, got)
         assert _tables(tmp_path / f"csv{block}") == want, block
     assert f"nl.csv:{unclosed}: user: an odd number of \" on the line" in err, err
+
+
+def test_backslash_escaped_quotes_with_the_csv_escape_key(tmp_path, capsys):
+    """Catches backslash-escaped quotes (`"say \\"hi\\""`, as MySQL / some exporters write) having no way to be
+    read: with `csv: {escape: "\\\\"}` the values are those of the Parquet file of the same text (a quote
+    inside, an escaped backslash, an escaped quote before a newline inside quotes), and an odd count of escaped
+    quotes is no bad line. Without the key the behaviour is as before (a line with an odd number of quotes is a
+    bad line) but its reason names the key to set; a bad key value is a config error."""
+    lines = [_good(0), r'"say \"hi\"",i1,1.0,1', _good(1), r'"one \" quote",i2,2.0,0', r'"back\\slash",i3,3.0,1',
+             '"two\\"', 'lines",i4,4.0,0'] + [_good(i) for i in range(2, 12)]
+    (tmp_path / "esc.csv").write_text("\n".join(["user,item,price,clicked"] + lines) + "\n")
+    values = ['say "hi"', 'one " quote', "back\\slash", 'two"\nlines']
+    records = [_good(0).split(","), [values[0], "i1", "1.0", "1"], _good(1).split(","), [values[1], "i2", "2.0", "0"],
+               [values[2], "i3", "3.0", "1"], [values[3], "i4", "4.0", "0"]] + [_good(i).split(",")
+                                                                              for i in range(2, 12)]
+    cols = list(zip(*records))
+    pq.write_table(pa.table({"user": list(cols[0]), "item": list(cols[1]), "price": [float(x) for x in cols[2]],
+                             "clicked": [int(x) for x in cols[3]]}), tmp_path / "esc.parquet")
+    assert _run(tmp_path, NL_SCHEMA, tmp_path / "esc.parquet", "pq", capsys)[0] == 0
+    code, err = _run(tmp_path, NL_SCHEMA + 'csv: {escape: "\\\\"}\n', tmp_path / "esc.csv", "esc", capsys)
+    assert code == 0, err
+    assert (tmp_path / "esc" / "bad_rows.jsonl").read_text() == ""
+    assert _tables(tmp_path / "esc") == _tables(tmp_path / "pq")
+    code, err = _run(tmp_path, NL_SCHEMA, tmp_path / "esc.csv", "plain", capsys)
+    assert code == 0, err
+    bad = _bad(tmp_path / "plain")
+    assert [b[0] for b in bad] == [5, 7, 8], bad  # 3 quotes; `"two\"` one field; `lines"` an open quote
+    hint = 'a backslash before a quote (\\"): if that escapes it, set csv: {escape: "\\\\"} in the schema'
+    assert hint in bad[0][2] and hint in bad[1][2] and hint not in bad[2][2], bad
+    assert hint in err, err
+    for value, message in (('"\\\\\\\\"', "csv.escape='\\\\\\\\': expected one character"),
+                           ("'\"'", "csv.escape='\"' is the quote character")):
+        code, err = _run(tmp_path, NL_SCHEMA + f"csv: {{escape: {value}}}\n", tmp_path / "esc.csv", "x", capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (value, err)

@@ -83,24 +83,42 @@ def utf8_error_offsets(d: np.ndarray) -> np.ndarray:
     return np.flatnonzero(bad_lead | stray)
 
 
-def odd_quote_lines(d: np.ndarray, index: LineIndex, quote: int) -> np.ndarray:
-    """Lines with an odd number of `quote` bytes (bool [lines])."""
+def quote_positions(d: np.ndarray, quote: int, escape: Optional[int] = None) -> np.ndarray:
+    """Offsets of the `quote` bytes of `d`, without those escaped by `escape` (a quote after an odd run of escape
+    bytes: `\\"` is escaped, `\\\\"` is not)."""
     q = np.flatnonzero(d == quote)
+    if escape is None or not q.size:
+        return q
+    after = np.flatnonzero((q > 0) & (d[np.maximum(q - 1, 0)] == escape))  # quotes right after an escape byte
+    if not after.size:
+        return q
+    e = np.flatnonzero(d == escape)
+    run_start = np.maximum.accumulate(np.where(np.r_[True, np.diff(e) != 1], np.arange(e.size), 0))
+    j = np.searchsorted(e, q[after] - 1)  # the escape byte right before each
+    escaped = np.zeros(q.size, dtype=bool)
+    escaped[after[(j - run_start[j] + 1) % 2 == 1]] = True
+    return q[~escaped]
+
+
+def odd_quote_lines(d: np.ndarray, index: LineIndex, quote: int, escape: Optional[int] = None) -> np.ndarray:
+    """Lines with an odd number of (unescaped) `quote` bytes (bool [lines])."""
+    q = quote_positions(d, quote, escape)
     return np.bincount(index.line_of(q), minlength=len(index)) % 2 == 1 if q.size else np.zeros(len(index), bool)
 
 
-def has_odd_quote_line(d: np.ndarray, quote: int) -> bool:
-    """Some line of `d` (starting at a line start) holds an odd number of `quote` bytes: the quotes counted up to
-    each LF (and in all) are all even otherwise. No line index: the check of a clean block stays cheap."""
-    q = np.flatnonzero(d == quote)
+def has_odd_quote_line(d: np.ndarray, quote: int, escape: Optional[int] = None) -> bool:
+    """Some line of `d` (starting at a line start) holds an odd number of (unescaped) `quote` bytes: the quotes
+    counted up to each LF (and in all) are all even otherwise. No line index: the check of a clean block stays
+    cheap."""
+    q = quote_positions(d, quote, escape)
     return bool(q.size & 1 or (np.searchsorted(q, np.flatnonzero(d == 10)) & 1).any())
 
 
 def line_defects(d: np.ndarray, index: LineIndex, check_utf8: bool,
-                 quote: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+                 quote: Optional[int] = None, escape: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
     """(code [lines] int8: 0 or the first defect of UTF8 / NUL / CR / QUOTE in precedence order, offset [lines]
     of that defect's first byte in the block (QUOTE: the line's last quote), -1 where none). `check_utf8=False`
-    when the block is known to be valid; `quote` None: no quoting (no QUOTE check)."""
+    when the block is known to be valid; `quote` None: no quoting (no QUOTE check); `escape`: its quotes' escape byte."""
     n = len(index)
     code = np.zeros(n, dtype=np.int8)
     where = np.full(n, -1, dtype=np.int64)
@@ -114,9 +132,9 @@ def line_defects(d: np.ndarray, index: LineIndex, check_utf8: bool,
         where[lines] = pos[first]
 
     if quote is not None:
-        odd = np.flatnonzero(odd_quote_lines(d, index, quote))
+        odd = np.flatnonzero(odd_quote_lines(d, index, quote, escape))
         if odd.size:
-            q = np.flatnonzero(d == quote)
+            q = quote_positions(d, quote, escape)
             last = np.searchsorted(q, index.term[odd], side="left") - 1  # the line's last quote
             code[odd], where[odd] = QUOTE, q[last]
     cr = np.flatnonzero(d == 13)  # marked in reverse precedence: a later mark overrides

@@ -290,6 +290,7 @@ class LineReader:
         self.stream, self.block_bytes, self.names, self.on_bad = stream, block_bytes, column_names, on_bad
         self.convert, self.count_reason, self.skip_first_line = convert, count_reason, skip_first_line
         self.quote = parse.quote_char.encode() if parse.quote_char else None
+        self.escape = parse.escape_char.encode()[0] if parse.escape_char else None
         self.delimiter = parse.delimiter
         self._invalid: List[Tuple[Optional[int], int, str]] = []
         self.parse = pacsv.ParseOptions(delimiter=parse.delimiter, quote_char=parse.quote_char,
@@ -373,7 +374,7 @@ class LineReader:
         ix = b.index
         self.lines = n_before + len(ix)
         code, where = line_defects(b.d, ix, check_utf8=not clean and not self._valid_utf8(b),
-                                   quote=self.quote[0] if self.quote else None)
+                                   quote=self.quote[0] if self.quote else None, escape=self.escape)
         empty = (ix.end == ix.start) & (code == 0)
         good = (code == 0) & ~empty
         if b.skip_first:
@@ -418,7 +419,7 @@ class LineReader:
         after it along, and an unclosed quote at the end of the file is a bad line naming its line."""
         ix = b.index
         covered = np.zeros(len(ix), dtype=bool)
-        odd = odd_quote_lines(b.d, ix, self.quote[0])  # type: ignore[index]
+        odd = odd_quote_lines(b.d, ix, self.quote[0], self.escape)  # type: ignore[index]
         if b.skip_first:
             odd[0] = False
         opens = np.flatnonzero(odd).tolist()
@@ -490,8 +491,8 @@ class LineReader:
         and such a block is looked at line by line)."""
         if b.find(b"\0", start) >= 0 or b.find(b"\r", start) >= 0 and not self._crlf_only(b):
             return False
-        if self.quote is not None and b.find(self.quote, start) >= 0 and has_odd_quote_line(b.d[start:],
-                                                                                          self.quote[0]):
+        if self.quote is not None and b.find(self.quote, start) >= 0 and has_odd_quote_line(
+                b.d[start:], self.quote[0], self.escape):
             return False  # a quoted field not ending on its line (e.g. a newline inside quotes)
         return self._valid_utf8(b)
 
@@ -568,8 +569,9 @@ class LineReader:
         if idx.size == 1:
             i = int(idx[0])
             raw, size = b.raw(i)
-            self.on_bad(BadLine(b.first + i, "unparsable", None,
-                                "a quoted field does not end on this line (or the line is not CSV)", raw, size))
+            self.on_bad(BadLine(b.first + i, "unparsable", None, "a quoted field does not end on this line (or the "
+                                "line is not CSV)" + self._escape_hint(bytes(b.piece[int(b.index.start[i]):
+                                                                                     int(b.index.end[i])])), raw, size))
             return
         half = idx.size // 2
         self._parse_lines(b, idx[:half], batches, lines, invalid)
@@ -590,8 +592,9 @@ class LineReader:
                 NUL: f"a NUL byte at byte {at + 1} of the line",
                 CR: f"a carriage return (CR) at byte {at + 1} of the line: lines end at LF only",
                 QUOTE: f"an odd number of {chr(byte or 34)} on the line (the last at byte {at + 1}): a quoted field "
-                       "that no later line closes into one record of the expected fields (the end of the file, or "
-                       "more than a read block, comes first), or a stray quote"}[code]
+                       "that no later line closes into one valid record (before the end of the file, within a read "
+                       "block), or a stray quote" +
+                       self._escape_hint(bytes(b.piece[start: int(b.index.end[i])]))}[code]
         self.on_bad(BadLine(line, DEFECT_KINDS[code], field, what, raw, size))
 
     def _field_at(self, prefix: bytes) -> int:
@@ -599,11 +602,21 @@ class LineReader:
         text = prefix.decode("utf-8", errors="replace")
         if self.quote is None:
             return text.count(self.delimiter)
-        return max(len(next(csv.reader([text], delimiter=self.delimiter))), 1) - 1 if text else 0
+        escape = chr(self.escape) if self.escape is not None else None
+        return max(len(next(csv.reader([text], delimiter=self.delimiter, escapechar=escape))), 1) - 1 if text else 0
 
     def _count_bad(self, line: int, actual: int, expected: int, text: str, raw: Tuple[bytes, int]) -> None:
         shown = text if len(text) <= 120 else text[:120] + "..."
-        self.on_bad(BadLine(line, "column_count", None, f"{self.count_reason(actual, expected)}: {shown!r}", *raw))
+        self.on_bad(BadLine(line, "column_count", None, f"{self.count_reason(actual, expected)}: {shown!r}"
+                            f"{self._escape_hint(text.encode())}", *raw))
+
+    def _escape_hint(self, line: bytes) -> str:
+        """A hint at csv.escape for a bad line holding a backslash before a quote, when no escape is set."""
+        if self.escape is not None or self.quote is None or b"\\" + self.quote not in line:
+            return ""
+        q = self.quote.decode()
+        return f'; a backslash before a quote (\\{q}): if that escapes it, set csv: {{escape: "\\\\"}} in the schema'
+
 
 
 def _has_null_row(batch: pa.RecordBatch) -> bool:

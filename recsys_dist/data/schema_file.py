@@ -7,7 +7,8 @@
     split: {val: 0.1, test: 0.1, seed: 0}   # optional; default prepare.val_ratio / test_ratio / seed
     # or a split you already have: files (paths / globs relative to this file) or a column of train / val / test
     #   split: {train: train.csv, val: valid.csv, test: "test_*.csv"}      split: {column: fold}
-    csv: {delimiter: ",", header: true}     # optional; without a header give `columns: [...]`
+    csv: {delimiter: ",", header: true}     # optional; without a header give `columns: [...]`;
+                                            # escape: "\\" for backslash-escaped quotes (\\")
     categorical:                  # one id per row
       - {column: user_id, min_count: 2, name: user}    # vocab: values seen >= min_count times in train
       - {column: item_id, hash_cap: 100000, embedding_dim: 16}
@@ -108,6 +109,7 @@ class Schema:
     csv_delimiter_given: bool = False
     csv_header: bool = True
     csv_columns: Optional[List[str]] = None  # column names when the CSV has no header
+    csv_escape: Optional[str] = None  # the quotes' escape character (`\\"`); None: quotes are doubled only
     cross_pairs: List[Tuple[str, str]] = field(default_factory=list)
     split_files: Dict[str, List[str]] = field(default_factory=dict)  # split -> files / folders / globs
     split_column: Optional[str] = None  # a column of train / val / test per row
@@ -348,7 +350,7 @@ def parse_schema(raw: Any, path: str = "schema.yaml", lines: Optional[Dict[str, 
     if "split" in d:
         _split(s, r.mapping(d["split"], "split", ("train", "val", "test", "seed", "column")), r, path)
     if "csv" in d:
-        c = r.mapping(d["csv"], "csv", ("delimiter", "header", "columns"))
+        c = r.mapping(d["csv"], "csv", ("delimiter", "header", "columns", "escape"))
         s.csv_delimiter = r.string(c.get("delimiter", ","), "csv.delimiter")
         s.csv_delimiter_given = "delimiter" in c
         if len(s.csv_delimiter) != 1:
@@ -360,6 +362,13 @@ def parse_schema(raw: Any, path: str = "schema.yaml", lines: Optional[Dict[str, 
         if "columns" in c:
             s.csv_columns = [r.string(v, f"csv.columns[{i}]") for i, v in enumerate(r.items(c["columns"],
                                                                                             "csv.columns"))]
+        if "escape" in c:
+            s.csv_escape = r.string(c["escape"], "csv.escape")
+            if len(s.csv_escape) != 1:
+                raise r.fail("csv.escape", f"={s.csv_escape!r}: expected one character (e.g. \"\\\\\")")
+            if s.csv_escape in ('"', s.csv_delimiter):
+                what = "the quote character" if s.csv_escape == '"' else "the delimiter"
+                raise r.fail("csv.escape", f"={s.csv_escape!r} is {what}")
         if not s.csv_header and not s.csv_columns:
             raise r.fail("csv", ": header: false needs `columns: [...]` (the names of the CSV columns)")
     for i, c in enumerate(s.multi()):

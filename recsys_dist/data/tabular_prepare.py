@@ -121,7 +121,7 @@ def _csv_header(path: str, schema: Schema) -> List[str]:
                            "line: lines end at LF (or CRLF); convert a file with CR-only line ends (classic Mac OS) "
                            "to LF")
     try:
-        return next(csv.reader([first], delimiter=_delimiter(path, schema)))
+        return next(csv.reader([first], delimiter=_delimiter(path, schema), escapechar=schema.csv_escape))
     except csv.Error as e:  # e.g. a NUL byte
         raise PrepareError(f"{path}:1: the header line is not CSV ({e}); expected column names") from None
 
@@ -238,7 +238,8 @@ def _blocks(path: str, schema: Schema, bad: BadRows) -> Iterator[Tuple[pa.Table,
 
     stream = open_raw(path)
     delimiter = _delimiter(path, schema)
-    reader = LineReader(stream, BLOCK_BYTES, names, pacsv.ParseOptions(delimiter=delimiter),
+    reader = LineReader(stream, BLOCK_BYTES, names,
+                        pacsv.ParseOptions(delimiter=delimiter, escape_char=schema.csv_escape or False),
                         pacsv.ConvertOptions(column_types={c: pa.string() for c in cols}, include_columns=cols,
                                              strings_can_be_null=True, null_values=[""],
                                              quoted_strings_can_be_null=False), on_bad,
