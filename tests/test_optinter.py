@@ -117,7 +117,8 @@ def test_pair_runs_equal_the_gathered_pair_products(methods):
     gathered form's outputs and gradients (e_o, e_m, alpha) in training and eval, pairs in the same order, for
     search, a fixed mix of methods (memorized and factorized interleaved), all-memorized and all-factorized.
     Would catch a run shifted or cut short, a wrong pair order, a gradient term dropped or mis-accumulated (the
-    backward is hand-written), or weights p^m / p^f swapped."""
+    backward is hand-written), weights p^m / p^f swapped, or the prefix (cat([prefix, e^b]) made in the same
+    buffer) misplaced or its gradient lost."""
     fields = 6
     pairs = [(a, b) for a in range(fields) for b in range(a + 1, fields)]
     pairs = pairs[:7] + pairs[9:]  # a run cut in the middle: (0, 1..5), (1, 2), then (1, 5), (2, 3) ...
@@ -137,15 +138,16 @@ def test_pair_runs_equal_the_gathered_pair_products(methods):
             blk.alpha.copy_(torch.randn(P, 3))
     e_o = torch.randn(5, fields, 3, dtype=torch.float64, requires_grad=True)
     e_m = torch.randn(5, max(memorized) + 1, 3, dtype=torch.float64, requires_grad=True)
+    prefix = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)  # the classifier input's e^o part
     runs = blk.runs
-    for training in (True, False):
+    for training, with_prefix in ((True, False), (True, True), (False, True)):
         blk.train(training)
         got = {}
         for name, r in (("runs", runs), ("gathered", None)):
             blk.runs = r
             torch.manual_seed(1)  # the same Gumbel noise
-            out = blk(e_o, e_m)
-            params = [e_o, e_m] + ([blk.alpha] if methods == "search" else [])
+            out = blk(e_o, e_m, prefix=prefix if with_prefix else None)
+            params = [e_o, e_m] + ([blk.alpha] if methods == "search" else []) + ([prefix] if with_prefix else [])
             grads = torch.autograd.grad((out * torch.linspace(-1, 2, out.numel()).view_as(out)).sum(), params,
                                         allow_unused=True)
             got[name] = (out, grads)

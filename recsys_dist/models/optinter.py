@@ -45,7 +45,7 @@ class CombinationBlock(nn.Module):
         gumbel: add the Gumbel noise of eq. 16 (search only).
 
     Shapes: forward(e_o [B, M, D], e_m [B, P_m, D]) -> e_b [B, P_out, D] (P_out = P in search, else the
-    memorized + factorized pairs, in pair order).
+    memorized + factorized pairs, in pair order); forward(e_o, e_m, prefix [B, K, D]) -> [B, K + P_out, D].
 
     Example:
         >>> blk = CombinationBlock([(0, 1), (0, 2)], "search", memorized=[0, 1])
@@ -109,20 +109,22 @@ class CombinationBlock(nn.Module):
         logits = self.alpha if noise is None else self.alpha + noise
         return torch.softmax(logits / self.temperature(), dim=-1)
 
-    def forward(self, e_o: torch.Tensor, e_m: torch.Tensor) -> torch.Tensor:
+    def forward(self, e_o: torch.Tensor, e_m: torch.Tensor, prefix: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """e^b [B, P_out, D], or cat([prefix, e^b], dim=1) when a prefix [B, K, D] is given (one buffer)."""
         if self.runs is None:
-            return self._forward_gathered(e_o, e_m)
+            e_b = self._forward_gathered(e_o, e_m)
+            return e_b if prefix is None else torch.cat([prefix, e_b], dim=1)
         if not self.search:  # eq. 19: memorized or factorized, naive pairs already dropped
             kinds = {m for m, _, _ in self.segments}
             parts = {"factorize": mixed_pair_products(e_o, self.runs, self.num_factorized)  # eq. 14
                      if "factorize" in kinds else None,
                      "memorize": take_fields(e_m, self.mem_sel, self.mem_sel_span) if "memorize" in kinds else None}
-            out = [parts[m][:, a:b] for m, a, b in self.segments]
+            out = ([] if prefix is None else [prefix]) + [parts[m][:, a:b] for m, a, b in self.segments]
             return e_o[:, :0] if not out else out[0] if len(out) == 1 else torch.cat(out, dim=1)
         p = self._search_weights()
         # eq. 18 (p^n e^n = 0) with eq. 14's products made inside
         return mixed_pair_products(e_o, self.runs, self.num_pairs, w_f=p[:, 1],
-                                   e_m=take_fields(e_m, self.mem, self.mem_span), w_m=p[:, 0])
+                                   e_m=take_fields(e_m, self.mem, self.mem_span), w_m=p[:, 0], prefix=prefix)
 
     def _search_weights(self) -> torch.Tensor:
         noise = None
@@ -302,9 +304,13 @@ class OptInterArch(DenseArch):
         self.classifier = LayerNormMLP(width, list(mlp), layer_norm)
 
     def forward(self, dense: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-        e_o = take_fields(embeddings, self.base_idx, self.base_span)
-        e_b = self.combination(e_o, take_fields(embeddings, self.cross_idx, self.cross_span))
-        e = torch.cat([self.numeric(dense, e_o), e_b], dim=1)  # [e^o, e^b], numeric fields first
+        if self.base_span is not None and self.cross_span == (self.base_span[1], embeddings.shape[1]) \
+                and self.base_span[0] == 0:  # one split: its backward is one cat, not two zero-filled [B, F, D]
+            e_o, e_m = embeddings.split([self.base_span[1], self.cross_span[1] - self.cross_span[0]], dim=1)
+        else:
+            e_o = take_fields(embeddings, self.base_idx, self.base_span)
+            e_m = take_fields(embeddings, self.cross_idx, self.cross_span)
+        e = self.combination(e_o, e_m, prefix=self.numeric(dense, e_o))  # [e^o, e^b], numeric fields first
         return self.classifier(e.flatten(1))
 
     def architecture_parameters(self) -> List[nn.Parameter]:

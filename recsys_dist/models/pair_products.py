@@ -36,23 +36,28 @@ def _w(w: torch.Tensor, s: int, n: int) -> torch.Tensor:
 class _MixedPairProducts(torch.autograd.Function):
     @staticmethod
     def forward(ctx, e: torch.Tensor, w_f: Optional[torch.Tensor], e_m: Optional[torch.Tensor],
-                w_m: Optional[torch.Tensor], runs: Tuple[Run, ...], num_pairs: int) -> torch.Tensor:
-        out = e.new_empty(e.shape[0], num_pairs, e.shape[2])
+                w_m: Optional[torch.Tensor], prefix: Optional[torch.Tensor], runs: Tuple[Run, ...],
+                num_pairs: int) -> torch.Tensor:
+        k = 0 if prefix is None else prefix.shape[1]
+        out = e.new_empty(e.shape[0], k + num_pairs, e.shape[2])
+        if prefix is not None:
+            out[:, :k].copy_(prefix)
         for s, i, j, n in runs:
-            o = out[:, s:s + n]
+            o = out[:, k + s:k + s + n]
             torch.mul(e[:, i:i + 1], e[:, j:j + n], out=o)
             if w_f is not None:
                 o.mul_(_w(w_f, s, n))
             if e_m is not None:
                 o.addcmul_(e_m[:, s:s + n], _w(w_m, s, n))
-        ctx.runs = runs
+        ctx.runs, ctx.k = runs, k
         ctx.save_for_backward(e, w_f, e_m, w_m)
         return out
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         e, w_f, e_m, w_m = ctx.saved_tensors
-        need_e, need_wf, need_em, need_wm = ctx.needs_input_grad[:4]
+        need_e, need_wf, need_em, need_wm, need_prefix = ctx.needs_input_grad[:5]
+        g_prefix, g = (g[:, :ctx.k] if need_prefix else None), g[:, ctx.k:]
         g_e = torch.zeros_like(e) if need_e else None
         g_wf = torch.zeros_like(w_f) if need_wf else None
         g_em = (g * w_m.view(1, -1, 1)) if need_em else None
@@ -68,14 +73,16 @@ class _MixedPairProducts(torch.autograd.Function):
                 g_f = g_s * _w(w_f, s, n) if w_f is not None else g_s  # d loss / d (e_i e_j)
                 g_e[:, j:j + n].addcmul_(g_f, e_i)
                 g_e[:, i] += (g_f * e_j).sum(1)
-        return g_e, g_wf, g_em, g_wm, None, None
+        return g_e, g_wf, g_em, g_wm, g_prefix, None, None
 
 
 def mixed_pair_products(e: torch.Tensor, runs: Sequence[Run], num_pairs: int, w_f: Optional[torch.Tensor] = None,
-                        e_m: Optional[torch.Tensor] = None, w_m: Optional[torch.Tensor] = None) -> torch.Tensor:
+                        e_m: Optional[torch.Tensor] = None, w_m: Optional[torch.Tensor] = None,
+                        prefix: Optional[torch.Tensor] = None) -> torch.Tensor:
     """[B, P, d] with out[:, k] = w_f[k] e[:, i_k] * e[:, j_k] (+ w_m[k] e_m[:, k]) for the pairs of `runs`.
 
-    e [B, F, d]; w_f, w_m [P] or None (weight 1 / no memorized term); e_m [B, P, d] in pair order.
+    e [B, F, d]; w_f, w_m [P] or None (weight 1 / no memorized term); e_m [B, P, d] in pair order; prefix
+    [B, K, d] or None: the output is then [B, K + P, d], cat([prefix, products]) made in one buffer.
     Same values as the gathered form; gradients equal to rounding (sums in another order).
 
     Example:
@@ -86,4 +93,4 @@ def mixed_pair_products(e: torch.Tensor, runs: Sequence[Run], num_pairs: int, w_
     """
     if (e_m is None) != (w_m is None):
         raise ValueError("e_m and w_m go together")
-    return _MixedPairProducts.apply(e, w_f, e_m, w_m, tuple(runs), num_pairs)
+    return _MixedPairProducts.apply(e, w_f, e_m, w_m, prefix, tuple(runs), num_pairs)
