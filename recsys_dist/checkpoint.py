@@ -245,6 +245,21 @@ def verify(path: Path, fingerprint: Optional[Dict[str, Any]] = None) -> Dict[str
 
 
 # -- load ----------------------------------------------------------------------------------------------------
+def _load_planner() -> Any:
+    """DCP's DefaultLoadPlanner without its fallback for checkpoints of torch <= 2.3: when the checkpoint has keys
+    this load leaves out (optimizer state that is mapped) and the job's state re-keyed the 2.3 way matches one of
+    them (a ShardedTensor with no shard on this rank, which the current keying drops), it re-keys the whole state
+    so, and asks for `optim.param_groups` as one key, which no checkpoint of ours has. Ours are all written by
+    torch >= 2.4."""
+    from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner, create_default_local_load_plan
+
+    class _CurrentKeysLoadPlanner(DefaultLoadPlanner):
+        def create_local_plan(self):  # the base's, minus the 2.3 re-keying
+            return create_default_local_load_plan(self.state_dict, self.metadata, not self.allow_partial_load)
+
+    return _CurrentKeysLoadPlanner()
+
+
 def load_checkpoint(model: torch.nn.Module, path: Path, optimizer: Any = None, scheduler: Any = None,
                     fingerprint: Optional[Dict[str, Any]] = None, restore_rng: bool = True) -> Dict[str, Any]:
     """Collective. Loads into this job's world size and plan, whatever the checkpoint's were (DCP reshards by shard
@@ -264,25 +279,29 @@ def load_checkpoint(model: torch.nn.Module, path: Path, optimizer: Any = None, s
         raise CheckpointError(f"{path}: cannot load into this job ({e})") from None
 
     def read(tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        dcp.load(tensors, checkpoint_id=str(path))
+        dcp.load(tensors, checkpoint_id=str(path), planner=_load_planner())
         return tensors
 
     try:
-        dcp.load(plan.direct, checkpoint_id=str(path))
+        dcp.load(plan.direct, checkpoint_id=str(path), planner=_load_planner())
         plan.finish(read, int(info.get("step", 0)), scheduler)
-    except Exception as e:  # DCP raises a CheckpointException carrying each rank's error
+    except (Exception, dcp.api.CheckpointException) as e:  # DCP's carries each rank's error (a BaseException)
         raise CheckpointError(f"{path}: cannot load into this job ({type(e).__name__}: {str(e)[:800]})") from None
     model.load_state_dict(state["model"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optim"])
     if scheduler is not None and plan.scheduler_saved:
         scheduler.load_state_dict(state["scheduler"])
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if optimizer is not None and world > 1:  # report every rank's tables (a table-wise one is on one rank)
+        ranks: List[Any] = [None] * world
+        dist.all_gather_object(ranks, (plan.mapped, plan.reinit_tables, plan.reinit_params))
+        plan = plan.across_ranks(ranks)
     info["optimizer_state"] = plan.summary() if optimizer is not None else None
     warning = plan.warning() if optimizer is not None else None
     if warning and _rank() == 0:
         log.warning("%s (written by %s ranks, loaded on %d): %s", path, info.get("world_size"),
-                    dist.get_world_size() if dist.is_initialized() else 1, warning)
-    world = dist.get_world_size() if dist.is_initialized() else 1
+                    world, warning)
     if restore_rng and info.get("world_size") == world:
         rng_file = path / f"rng_rank{_rank()}.pt"
         try:

@@ -206,6 +206,23 @@ class LoadPlan:
     scheduler_saved: bool = True
 
     # -- what happened, for the caller's log and tests --------------------------------------------------------
+    def across_ranks(self, ranks: Sequence[Tuple[List[TableMapping], List[TableMapping], List[str]]]) -> "LoadPlan":
+        """A copy for reporting whose mapped / re-initialized lists are every rank's (`ranks`: each rank's
+        (mapped, reinit_tables, reinit_params)): a table-wise table's state is only on its rank."""
+        import dataclasses
+
+        mapped: Dict[str, TableMapping] = {}
+        reinit: Dict[str, TableMapping] = {}
+        params: List[str] = []
+        for m, r, p in ranks:
+            for x in m:
+                mapped.setdefault(x.table, x)
+            for x in r:
+                reinit.setdefault(x.table, x)
+            params += [x for x in p if x not in params]
+        return dataclasses.replace(self, mapped=list(mapped.values()), reinit_tables=list(reinit.values()),
+                                   reinit_params=params)
+
     def summary(self) -> Dict[str, List[str]]:
         return {"exact": sorted(m.table for m in self.mapped if m.exact),
                 "approximate": sorted(m.table for m in self.mapped if not m.exact),

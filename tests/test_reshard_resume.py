@@ -265,3 +265,27 @@ def test_unmappable_state_is_reinitialized_with_one_warning(tmp_path):
     assert len(out["warnings"]) == 1, out["warnings"]
     assert "re-initialized for t_s0 (state exp_avg, exp_avg_sq, step -> row-wise Adagrad)" in out["warnings"][0]
     assert out["momentum_zero"]
+
+
+def test_cli_resume_on_two_ranks_into_table_wise_tables(tmp_path):
+    """Catches DCP's pre-2.4 key fallback taking over a resume: when this job loads only part of the checkpoint
+    (optimizer state that is mapped) and a rank holds no shard of a table-wise table, DefaultLoadPlanner re-keys
+    the job's state the 2.3 way and asks for `optim.param_groups`, which no checkpoint has (docs/launch.md's
+    `torchx ... -j 1x2` then `-j 2x1` on one run folder died so). Driven like the docs: `recsys-dist train` under
+    torchrun, twice on one run folder, the second with another plan."""
+    from test_cli_launch import failure_text, torchrun
+
+    root, run = tmp_path / "data", tmp_path / "run"
+    write_dataset(root, {"train": 1024, "val": 128, "test": 128}, vocab=VOCAB)
+    common = [f"data.dir={root}", f"data.batch_size={BATCH // 2}", "model.embedding_dim=8",
+              "model.arch_args={bottom_mlp: [16, 8], top_mlp: [16, 1]}", "optim.dense=adagrad",
+              f"train.out_dir={run}", "train.threads=1", "train.tensorboard=false"]
+    for name, types, steps in (("dp", "[data_parallel]", 4), ("tw", "[table_wise]", 8)):
+        cons = _constraints(tmp_path / f"{name}.yaml", {t: types for t in ("t_s0", "t_s1", "t_s2")})
+        r = torchrun("train", *common, f"sharding.constraints={cons}", f"train.max_steps={steps}", check=False)
+        assert r.returncode == 0, f"{name}: exit {r.returncode}\n{failure_text(r)}"
+    assert {t for _, t in _plan_types(run).items()} == {"table_wise"}
+    resume = [e for e in _events(run) if e["event"] == "resume"]
+    assert [e["step"] for e in resume] == [4]
+    assert sorted(resume[0]["optimizer_state"]["exact"]) == ["t_s0", "t_s1", "t_s2"]  # element-wise -> row-wise
+    assert json.loads((run / "result.json").read_text())["steps"] == 8
