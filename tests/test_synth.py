@@ -161,3 +161,19 @@ def test_learnable_to_within_002_of_bayes_auc(tmp_path):
     auc, bayes = bayes_auc(p, y.numpy().astype(np.int8)), rep["files"]["day_2"]["bayes_auc"]
     assert bayes > 0.7
     assert auc > bayes - 0.02, (auc, bayes)
+
+
+def test_synth_warns_about_raw_files_it_did_not_write(tmp_path, capsys):
+    """Catches a silent mix: data/raw holding an earlier run's day_3 (or a kaggle train.txt beside day files)
+    after `recsys-dist synth --out data/raw`, which `prepare --input data/raw` then reads as part of the dataset
+    (docs/data.md's commands in a row did so)."""
+    from recsys_dist.cli import main
+
+    out = tmp_path / "raw"
+    assert main(["synth", "--out", str(out), "--days", "3", "--rows-per-day", "500"]) == 0
+    assert "warning" not in capsys.readouterr().err  # a fresh folder
+    assert main(["synth", "--out", str(out), "--days", "2", "--rows-per-day", "500"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {out} also holds day_2, not written by this run" in err, err
+    assert main(["synth", "--out", str(out), "--layout", "kaggle", "--rows-per-day", "500"]) == 0
+    assert "also holds day_0, day_1, day_2, not written" in capsys.readouterr().err

@@ -14,11 +14,15 @@ examples:
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from pathlib import Path
 
 from recsys_dist.cli.common import bounded, config_from_args
 
 RANK0_ONLY = True  # under a multi-rank launch, rank 0 does the work
+
+RAW_NAME = re.compile(r"^(day_\d+|train\.txt)(\.gz)?$")  # what `prepare --input DIR` reads of a folder
 
 FLAGS = (("out", "synth.out_dir"), ("days", "synth.days"), ("rows_per_day", "synth.rows_per_day"),
          ("layout", "synth.layout"), ("gzip", "synth.gzip"), ("seed", "synth.seed"))
@@ -48,4 +52,9 @@ def run(args: argparse.Namespace) -> int:
           f"({rep['rows'] / max(rep['seconds'], 1e-9):,.0f} rows/s); planted pairs: "
           + ", ".join("x".join(p) for p in rep["planted_pairs"]))
     print(f"bayes auc {rep['bayes_auc']:.4f} (the generator's own AUC; report: {cfg.out_dir}/{REPORT_FILE})")
+    stale = sorted(p.name for p in Path(cfg.out_dir).iterdir() if RAW_NAME.match(p.name) and p.name not in rep["files"])
+    if stale:
+        print(f"recsys-dist synth: warning: {cfg.out_dir} also holds {', '.join(stale)}, not written by this run (nor "
+              f"described by {REPORT_FILE}); `prepare --input {cfg.out_dir}` would read them too: delete them or "
+              f"synthesize into an empty folder", file=sys.stderr)
     return 0
