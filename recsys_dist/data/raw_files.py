@@ -419,29 +419,24 @@ class LineReader:
         one to the other are one record when pyarrow's CSV parser (newlines_in_values) makes exactly one valid row
         of them, with a newline count that fits. Otherwise the opening line is a bad line (a stray quote, a
         record of the wrong field count) and the next odd line opens anew: a stray quote never takes the lines
-        after it along, and an unclosed quote at the end of the file is a bad line naming its line. Only a line
-        ending inside a quoted field can open (a quote inside an unquoted field is literal: `5" screen` is a bad
-        line at once), only one ending outside when read from inside one can close (_quote_roles); spans are
-        parsed in windows of up to RECORD_WINDOW, so a failure costs a parse of itself, never of the block."""
+        after it along, and an unclosed quote at the end of the file is a bad line naming its line. Spans are
+        parsed in windows that double while they hold (up to RECORD_WINDOW) and restart at 1 after a failure;
+        below full windows each span is first checked by _one_record, so a stray quote costs no parse."""
         ix = b.index
         covered = np.zeros(len(ix), dtype=bool)
         odd = odd_quote_lines(b.d, ix, self.quote[0], self.escape)  # type: ignore[index]
         if b.skip_first:
             odd[0] = False
         opens = np.flatnonzero(odd).tolist()
-        can_open, can_close = self._quote_roles(b, opens)
         other = (code != 0) & (code != QUOTE)  # a NUL, a CR, invalid UTF-8: never part of a record
         k, window = 0, 1  # the window doubles while spans are records, and is 1 again after one is not
         while k < len(opens):
-            if not can_open[opens[k]]:  # a stray quote: a bad line
-                k += 1
-                continue
             if k + 1 == len(opens):  # still open at the end of the block
                 return covered, opens[k]
             spans: List[Tuple[int, int]] = []
             j = k
-            while j + 1 < len(opens) and len(spans) < window and can_open[opens[j]] and \
-                    can_close[opens[j + 1]] and self._one_record(b, opens[j], opens[j + 1]):
+            while j + 1 < len(opens) and len(spans) < window and (  # full windows: pyarrow alone checks
+                    (window == RECORD_WINDOW and j > k) or self._one_record(b, opens[j], opens[j + 1])):
                 spans.append((opens[j], opens[j + 1]))
                 j += 2
             ok: List[bool] = []
@@ -457,8 +452,9 @@ class LineReader:
         return covered, None
 
     def _one_record(self, b: _Block, first: int, last: int) -> bool:
-        """Lines first..last of block b are one record of the expected field count to Python's csv module (a
-        cheap check before pyarrow's parse, which confirms it: a record of the wrong field count costs no parse)."""
+        """Lines first..last of block b are one record of the expected field count to Python's csv module
+        (strict): a cheap check before pyarrow's parse, which confirms it. A stray quote (`5" screen`: literal to
+        both parsers), a line that does not close the field, a record of the wrong field count cost no parse."""
         text = bytes(b.piece[int(b.index.start[first]): int(b.index.end[last])]).decode("utf-8", errors="replace")
         escape = chr(self.escape) if self.escape is not None else None
         try:
@@ -467,27 +463,6 @@ class LineReader:
         except csv.Error:
             return False
         return len(rows) == 1 and len(rows[0]) == len(self.names)
-
-    def _quote_roles(self, b: _Block, odd: List[int]) -> Tuple[Dict[int, bool], Dict[int, bool]]:
-        """Per odd line of block b (Python's csv module, strict, on the line alone): (it ends inside a quoted
-        field: it can open a record; read from inside a quoted field it ends outside: it can close one). A quote
-        inside an unquoted field (`5" screen`) is literal to both parsers: such a line can do neither."""
-        escape = chr(self.escape) if self.escape is not None else None
-        q = self.quote.decode()  # type: ignore[union-attr]
-
-        def ends_open(text: str) -> Optional[bool]:
-            try:
-                next(csv.reader([text], delimiter=self.delimiter, quotechar=q, escapechar=escape, strict=True))
-                return False
-            except csv.Error as e:
-                return True if "unexpected end of data" in str(e) else None
-
-        can_open, can_close = {}, {}
-        for i in odd:
-            text = bytes(b.piece[int(b.index.start[i]): int(b.index.end[i])]).decode("utf-8", errors="replace")
-            can_open[i] = ends_open(text) is True
-            can_close[i] = ends_open(q + text) is False
-        return can_open, can_close
 
     def _parse_spans(self, b: _Block, spans: List[Tuple[int, int]], other: np.ndarray, ok: List[bool],
                      batches: List[pa.RecordBatch], lines: List[np.ndarray]) -> None:
