@@ -131,7 +131,8 @@ def test_avazu_hour_column_with_a_format(tmp_path, capsys):
     assert code == 0, err
     assert _tables(tmp_path / "hour") == reference
     expected = 'expected a time in the format "%y%m%d%H" (timestamp.format)'
-    assert _bad(tmp_path / "hour") == [(42, "ts", f"ts='1410210': {expected}"), (43, "ts", f"ts='14022900': {expected}"),
+    assert _bad(tmp_path / "hour") == [(42, "ts", f"ts='1410210': {expected}"),
+                                       (43, "ts", f"ts='14022900': {expected}"),
                                        (44, "ts", f"ts='14102124': {expected}"), (45, "ts", f"ts is empty: {expected}")]
     assert f"hour.csv:42: ts='1410210': {expected}" in err
     pq.write_table(pa.table({"ts": pa.array([int(c) for c in cells], pa.int64()),
@@ -218,7 +219,8 @@ def test_bad_timestamp_keys_are_config_errors(tmp_path, capsys):
         code, err = _time_prepare(tmp_path, value, tmp_path / "t.csv", "o", capsys)
         assert code == 2 and len(err.strip().splitlines()) == 1 and "config error: " in err and message in err, \
             (value, err)
-    t = pa.table({"ts": pa.array(np.array(TIMES, "datetime64[s]"), pa.timestamp("s")), "user": ["u"] * 40, "clicked": [0, 1] * 20})
+    t = pa.table({"ts": pa.array(np.array(TIMES, "datetime64[s]"), pa.timestamp("s")), "user": ["u"] * 40,
+                  "clicked": [0, 1] * 20})
     pq.write_table(t, tmp_path / "t.parquet")
     code, err = _time_prepare(tmp_path, "{column: ts, unit: s}", tmp_path / "t.parquet", "o", capsys)
     assert code == 2 and "timestamp.unit='ts': in " in err and "needs no unit: give the column alone" in err, err
@@ -265,8 +267,8 @@ def test_newlines_inside_quoted_fields_are_one_record_for_any_block(tmp_path, ca
         monkeypatch.setattr(tp, "BLOCK_BYTES", block)
         code, err = _run(tmp_path, NL_SCHEMA, tmp_path / "nl.csv", f"csv{block}", capsys)
         assert code == 0, (block, err)
-        got = [(b["line"], b["kind"], b["field"]) for b in map(json.loads, (tmp_path / f"csv{block}" /
-                                                                             "bad_rows.jsonl").read_text().splitlines())]
+        log = (tmp_path / f"csv{block}" / "bad_rows.jsonl").read_text().splitlines()
+        got = [(b["line"], b["kind"], b["field"]) for b in map(json.loads, log)]
         assert got == [(6, "unparsable", "item"), (12, "numeric_not_number", "price"),
                        (unclosed, "unparsable", "user")], (block, got)
         assert _tables(tmp_path / f"csv{block}") == want, block

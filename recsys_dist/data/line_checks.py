@@ -118,7 +118,8 @@ def line_defects(d: np.ndarray, index: LineIndex, check_utf8: bool,
                  quote: Optional[int] = None, escape: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
     """(code [lines] int8: 0 or the first defect of UTF8 / NUL / CR / QUOTE in precedence order, offset [lines]
     of that defect's first byte in the block (QUOTE: the line's last quote), -1 where none). `check_utf8=False`
-    when the block is known to be valid; `quote` None: no quoting (no QUOTE check); `escape`: its quotes' escape byte."""
+    when the block is known to be valid; `quote` None: no quoting (no QUOTE check); `escape`: the quotes' escape
+    byte."""
     n = len(index)
     code = np.zeros(n, dtype=np.int8)
     where = np.full(n, -1, dtype=np.int64)
