@@ -303,6 +303,7 @@ class LineReader:
         self.lines = 0
         self.damage: Optional[Tuple[str, str, int]] = None
         self._carry = b""  # the lines of a quoted field open at the end of a block (_block)
+        self._record_options: Optional[Tuple[pacsv.ParseOptions, pacsv.ConvertOptions]] = None
 
     def _on_invalid(self, row: Any) -> str:
         self._invalid.append((row.number, row.actual_columns, row.text))
@@ -428,7 +429,7 @@ class LineReader:
         if b.skip_first:
             odd[0] = False
         opens = np.flatnonzero(odd).tolist()
-        other = (code != 0) & (code != QUOTE)  # a NUL, a CR, invalid UTF-8: never part of a record
+        other = np.r_[0, np.cumsum((code != 0) & (code != QUOTE))]  # NUL, CR, invalid UTF-8: never in a record
         k, window = 0, 1  # the window doubles while spans are records, and is 1 again after one is not
         while k < len(opens):
             if k + 1 == len(opens):  # still open at the end of the block
@@ -467,8 +468,10 @@ class LineReader:
     def _parse_spans(self, b: _Block, spans: List[Tuple[int, int]], other: np.ndarray, ok: List[bool],
                      batches: List[pa.RecordBatch], lines: List[np.ndarray]) -> None:
         """Parse the spans (first, last line) of block b as records; append True per span that is one, up to and
-        including the first that is not (False): the spans after it are paired anew by the caller."""
-        got = None if any(other[f: l + 1].any() for f, l in spans) else self._parse_records(b, spans)
+        including the first that is not (False): the spans after it are paired anew by the caller. `other`: the
+        running count of lines with another defect (a span holding one is no record)."""
+        f, l = np.array(spans).T
+        got = None if (other[l + 1] - other[f]).any() else self._parse_records(b, spans)
         if got is not None:
             batches.append(got)
             lines.append(np.array([f for f, _ in spans], dtype=np.int64))
@@ -484,16 +487,22 @@ class LineReader:
 
     def _parse_records(self, b: _Block, spans: List[Tuple[int, int]]) -> Optional[pa.RecordBatch]:
         """The spans' lines parsed with newlines inside quoted values: one valid row per span, or None."""
-        idx = np.concatenate([np.arange(f, l + 1) for f, l in spans])
-        parse = pacsv.ParseOptions(delimiter=self.parse.delimiter, quote_char=self.parse.quote_char,
+        if self._record_options is None:
+            c = self.convert
+            self._record_options = (
+                pacsv.ParseOptions(delimiter=self.parse.delimiter, quote_char=self.parse.quote_char,
                                    double_quote=self.parse.double_quote, escape_char=self.parse.escape_char,
                                    newlines_in_values=True, ignore_empty_lines=False,
-                                   invalid_row_handler=self._on_invalid)
-        c = self.convert
-        convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in self.names},
-                                       strings_can_be_null=c.strings_can_be_null, null_values=c.null_values,
-                                       quoted_strings_can_be_null=c.quoted_strings_can_be_null)
-        buf = b.gather(idx)
+                                   invalid_row_handler=self._on_invalid),
+                pacsv.ConvertOptions(column_types={n: pa.string() for n in self.names},
+                                     strings_can_be_null=c.strings_can_be_null, null_values=c.null_values,
+                                     quoted_strings_can_be_null=c.quoted_strings_can_be_null))
+        parse, convert = self._record_options
+        ix = b.index
+        parts = [b.piece[int(ix.start[f]): int(ix.term[l]) + 1] for f, l in spans]  # each with its LF
+        if int(ix.term[spans[-1][1]]) == b.d.size:  # the block's last line, without LF
+            parts[-1] = bytes(parts[-1]) + b"\n"
+        buf = b"".join(parts)
         self._invalid = []
         try:  # open_csv: read_csv costs ~0.5 ms more per call (a thread pool) and a failure costs one call
             reader = pacsv.open_csv(pa.py_buffer(buf), read_options=pacsv.ReadOptions(
@@ -509,7 +518,7 @@ class LineReader:
             newlines += pc.fill_null(pc.count_substring(col, "\n"), 0).to_numpy(zero_copy_only=False)
         if (newlines != np.array([l - f for f, l in spans])).any():
             return None
-        keep = list(c.include_columns) or self.names
+        keep = list(self.convert.include_columns) or self.names
         batches = table.select(keep).combine_chunks().to_batches()
         return batches[0] if batches else None
 
