@@ -445,6 +445,18 @@ def test_input_file_named_twice_is_refused_not_read_twice(tmp_path, capsys):
     assert not (tmp_path / "o").exists() and not (tmp_path / "c" / "metadata.json").exists()
 
 
+def test_day_files_beside_a_train_txt_are_refused_not_pooled(tmp_path, capsys):
+    """Catches a folder holding day_N files and a train.txt (synth runs in a row, or a Kaggle file copied beside
+    Terabyte days) being read whole and re-split at random without a word; a config error (exit 2) naming both."""
+    line = "\t".join(["0"] + [str(i) for i in range(13)] + ["68fd1e64"] * 26)
+    for name in ("day_0", "day_1", "train.txt"):
+        (tmp_path / name).write_text("\n".join([line] * 20) + "\n")
+    code = main(["prepare", "--input", str(tmp_path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "day files and" in err and "train.txt given together" in err, err
+    assert not (tmp_path / "o" / "metadata.json").exists()
+
+
 def test_long_free_text_cell_hashes_fast_and_to_the_same_key(monkeypatch):
     """Catches a categorical cell of free text (1 MiB: a pasted document, a JSON blob) costing one numpy pass per
     byte position (4.3 s for one such value here, 20 s for a prepare of a file with a 2 MiB one), and the

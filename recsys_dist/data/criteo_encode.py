@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 BUCKET_LOW = -16  # values below this (never seen in Criteo, whose minimum is -3) share the first id
-BUCKET_HIGH = int(math.floor(math.log(2**63 - 1) ** 2))  # 1909: the bucket of the largest int64
+BUCKET_HIGH = int(math.floor(math.log(2**63 - 1) ** 2))  # 1906: the bucket of the largest int64
 BUCKET_ROWS = BUCKET_HIGH - BUCKET_LOW + 2  # ids 0 (empty) .. BUCKET_HIGH - BUCKET_LOW + 1
 
 _NIBBLE = np.full(256, 255, dtype=np.uint8)

@@ -96,7 +96,11 @@ def discover_inputs(inputs: List[str]) -> List[InputFile]:
     days = [f.day for f in found if f.day is not None]
     if len(days) != len(set(days)):
         raise PrepareConfigError(f"day files given twice (e.g. day_N and day_N.gz): {sorted(f.path for f in found)}")
-    if days and len(days) == len(found):
+    kaggle = [f.path for f in found if f.day is None]
+    if days and kaggle:
+        raise PrepareConfigError(f"day files and {', '.join(kaggle)} given together: a folder holds day_N files "
+                                 "(Terabyte's day split) or one train.txt (Kaggle's), not both; give one of them")
+    if days:
         found.sort(key=lambda f: f.day)  # type: ignore[arg-type, return-value]
     return found
 
