@@ -73,8 +73,11 @@ def _stats(values: Sequence[Optional[float]]) -> Optional[Tuple[float, float, in
     return statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)
 
 
-def _pm(s: Optional[Tuple[float, float, int]], digits: int = 4) -> str:
-    return "-" if s is None else f"{s[0]:.{digits}f} ± {s[1]:.{digits}f}"
+def _pm(s: Optional[Tuple[float, float, int]], spec: str = ".4f") -> str:
+    """mean ± std, or the one value of a single seed (its std is not 0 but unknown)."""
+    if s is None:
+        return "-"
+    return f"{s[0]:{spec}}" if s[2] == 1 else f"{s[0]:{spec}} ± {s[1]:{spec}}"
 
 
 def _bytes(n: Optional[int]) -> str:
@@ -118,10 +121,10 @@ def _cells(i: int, row: Dict[str, Any]) -> List[str]:
     sps = row["samples_per_s"]
     epochs = row["best_epochs"]
     return [str(i), row["entry"], row["arch"], _pm(row["val"]), _pm(row["test_auc"]), _pm(row["test_logloss"]),
-            "-" if epochs is None else f"{epochs[0]:.2f} ± {epochs[1]:.2f}",
+            _pm(epochs, ".2f"),
             "-" if row["dense_parameters"] is None else f"{row['dense_parameters']:,}",
             "-" if row["embedding_parameters"] is None else f"{row['embedding_parameters']:,}",
-            _bytes(row["embedding_bytes"]), "-" if sps is None else f"{sps[0]:,.0f} ± {sps[1]:,.0f}",
+            _bytes(row["embedding_bytes"]), _pm(sps, ",.0f"),
             f"{row['done']}/{n}"]
 
 

@@ -142,3 +142,5 @@ def test_compare_on_two_ranks_ranks_like_one_process(tmp_path, capsys):
     assert boards[2]["test_auc"][0] == pytest.approx(boards[1]["test_auc"][0], abs=1e-4)
     assert boards[2]["test_logloss"][0] == pytest.approx(boards[1]["test_logloss"][0], abs=1e-4)
     assert boards[2]["val"][0] == pytest.approx(boards[1]["val"][0], abs=1e-4)
+    md = (tmp_path / "cmp1" / "leaderboard.md").read_text()  # one seed: its value, not "± 0.0000" (std unknown)
+    assert f" {boards[1]['test_auc'][0]:.4f} |" in md and "±" not in md.split("| 1 |")[1].split("\n")[0], md

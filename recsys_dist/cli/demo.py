@@ -1,4 +1,4 @@
-"""The embedded default, end to end on this machine, in a few minutes:
+"""The embedded default, end to end on this machine, in about a minute on 2 cores:
 
   1. synth     Criteo-format day files with a planted signal (and the generator's own AUC)
   2. prepare   -> Parquet shards + metadata.json
