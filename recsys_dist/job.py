@@ -75,7 +75,8 @@ def build_sharded_model(cfg: JobConfig, env: DistEnv, md: Optional[Metadata] = N
                         sparse_device="meta", dense_device=env.device, embedding_dtype=cfg.model.embedding_dtype)
     dtype = torch.bfloat16 if cfg.train.mixed_precision == "bf16" else None
     # scoring runs the dense arch over per-rank training batches of rows on CPU (CTRTrainModel; CUDA unmeasured)
-    chunk = max(1, cfg.data.batch_size // env.world_size) if env.device.type == "cpu" else 0
+    chunk = model.dense_arch.score_chunk_rows(max(1, cfg.data.batch_size // env.world_size)) \
+        if env.device.type == "cpu" else 0
     train_model = CTRTrainModel(model, autocast_dtype=dtype, embedding_l2=cfg.optim.embedding_l2,
                                 score_chunk_rows=chunk)
     sharder = CTREmbeddingBagCollectionSharder(fused_params=fused_params(cfg.optim, env.device.type),

@@ -169,6 +169,23 @@ def test_pair_runs_equal_the_gathered_pair_products(methods):
             assert meta(torch.empty(5, fields, 3), torch.empty(5, max(memorized) + 1, 3)).shape == fast.shape
 
 
+def test_scoring_chunk_keeps_the_classifier_input_under_the_mmap_threshold():
+    """OptInter scores in chunks whose fp32 classifier input [rows, width] stays under 30 MiB (glibc's 32 MiB mmap
+    threshold: above it the buffer is page-faulted afresh every chunk); smaller training batches are kept. Defect
+    caught: the cap computed from the wrong width (e.g. the base fields only) or not applied (the batch returned)."""
+    from itertools import combinations
+
+    base = [f"C{k}" for k in range(1, 27)]
+    names = tuple(base) + tuple(f"{a}x{b}" for a, b in combinations(base, 2))
+    arch = OptInterArch(ArchInputs(13, names, 16), methods="search", mlp=[8])
+    width = (13 + 26 + 325) * 16
+    assert arch.classifier.hidden[0].in_features == width
+    rows = arch.score_chunk_rows(2048)
+    assert rows == (30 << 20) // (4 * width) == 1350 and rows * width * 4 < 32 << 20
+    assert arch.score_chunk_rows(512) == 512
+    assert OptInterArch(ArchInputs(0, names[:3], 4), methods="factorize", mlp=[]).score_chunk_rows(2048) == 2048
+
+
 def test_arch_input_is_e_o_then_e_b():
     names = ("C1", "C2", "C3", "C1xC2", "C2xC3")
     assert split_features(names) == (["C1", "C2", "C3"], {"C1xC2": ("C1", "C2"), "C2xC3": ("C2", "C3")})

@@ -59,6 +59,10 @@ class DenseArch(nn.Module):
         paper model's FLOP count, benchmarks/bench_arches.py); most arches run the paper's ops already."""
         return contextlib.nullcontext()
 
+    def score_chunk_rows(self, rows: int) -> int:
+        """Rows per dense pass when scoring (CTRTrainModel.score_chunk_rows), given the per-rank training batch."""
+        return rows
+
     def model_parameters(self) -> List[nn.Parameter]:
         arch_ids = {id(p) for p in self.architecture_parameters()}
         return [p for p in self.parameters() if id(p) not in arch_ids]

@@ -313,6 +313,13 @@ class OptInterArch(DenseArch):
         e = self.combination(e_o, e_m, prefix=self.numeric(dense, e_o))  # [e^o, e^b], numeric fields first
         return self.classifier(e.flatten(1))
 
+    def score_chunk_rows(self, rows: int) -> int:
+        """At most as many rows as keep the fp32 classifier input [rows, width] under 30 MiB: above glibc's 32 MiB
+        mmap threshold it is page-faulted afresh each chunk (scoring 2,048 rows a chunk measured 1.07-1.12x slower
+        than 512-1,024; docs/benchmarks.md, section 9b)."""
+        first = self.classifier.hidden[0] if len(self.classifier.hidden) else self.classifier.out
+        return max(1, min(rows, (30 << 20) // (4 * first.in_features)))
+
     def architecture_parameters(self) -> List[nn.Parameter]:
         return [self.combination.alpha] if self.combination.alpha is not None else []
 
