@@ -74,7 +74,8 @@ def build_sharded_model(cfg: JobConfig, env: DistEnv, md: Optional[Metadata] = N
     model = build_model(feats.tables, md.num_dense, cfg.model.arch, cfg.model.arch_args,
                         sparse_device="meta", dense_device=env.device, embedding_dtype=cfg.model.embedding_dtype)
     dtype = torch.bfloat16 if cfg.train.mixed_precision == "bf16" else None
-    # scoring runs the dense arch over per-rank training batches of rows on CPU (CTRTrainModel; CUDA unmeasured)
+    # scoring runs the dense arch over per-rank training batches of rows on CPU, or fewer if the arch asks
+    # (DenseArch.score_chunk_rows; CTRTrainModel; CUDA unmeasured)
     chunk = model.dense_arch.score_chunk_rows(max(1, cfg.data.batch_size // env.world_size)) \
         if env.device.type == "cpu" else 0
     train_model = CTRTrainModel(model, autocast_dtype=dtype, embedding_l2=cfg.optim.embedding_l2,
