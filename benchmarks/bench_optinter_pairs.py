@@ -16,10 +16,9 @@ import argparse
 import logging
 import os
 import statistics
-import tempfile
 import time
 
-from common import machine
+from common import machine, one_process_job
 
 
 def main() -> None:
@@ -31,19 +30,14 @@ def main() -> None:
     a = ap.parse_args()
     from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
-    from recsys_dist.config import load_config
-    from recsys_dist.dist_env import setup_process
-    from recsys_dist.job import build_sharded_model, make_reader
+    from recsys_dist.job import make_reader
     from recsys_dist.models.optinter import CombinationBlock
     from recsys_dist.optim import build_optimizer
     from recsys_dist.train import score_split
 
     logging.disable(logging.WARNING)
     print(machine())
-    with tempfile.TemporaryDirectory() as out:
-        cfg = load_config(None, [f"data.dir={a.data}", f"train.out_dir={out}", *a.overrides])
-        env, threads = setup_process(cfg.train)
-        built = build_sharded_model(cfg, env)
+    with one_process_job(a.data, a.overrides) as (cfg, env, threads, built):
         block = next(m for m in built.dmp.modules() if isinstance(m, CombinationBlock))
         runs = block.runs
         opt = build_optimizer(built.dmp, built.model.dense_arch.architecture_parameters(), cfg.optim)

@@ -14,10 +14,9 @@ import argparse
 import logging
 import os
 import statistics
-import tempfile
 import time
 
-from common import machine
+from common import machine, one_process_job
 
 
 def main() -> None:
@@ -26,17 +25,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("overrides", nargs="*", help="section.key=value, e.g. model.arch=optinter")
     a = ap.parse_args()
-    from recsys_dist.config import load_config
-    from recsys_dist.dist_env import setup_process
-    from recsys_dist.job import build_sharded_model
     from recsys_dist.train import score_split
 
     logging.disable(logging.WARNING)
     print(machine())
-    with tempfile.TemporaryDirectory() as out:
-        cfg = load_config(None, [f"data.dir={a.data}", f"train.out_dir={out}", *a.overrides])
-        env, threads = setup_process(cfg.train)
-        built = build_sharded_model(cfg, env)
+    with one_process_job(a.data, a.overrides) as (cfg, env, threads, built):
         model = next(m for m in built.dmp.modules() if hasattr(m, "score_chunk_rows"))
         chunk, rows = model.score_chunk_rows, built.metadata.splits["val"].rows
         print(f"settings: {' '.join(a.overrides)}; eval batch {cfg.data.eval_batch_size}, chunk {chunk} rows, "

@@ -7,13 +7,15 @@ reports the median of the per-round ratios: the machine's load changes between r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import tempfile
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
@@ -31,6 +33,20 @@ BOTTOM = (512, 256, 64)
 TOP = (512, 512, 256, 1)
 GLOBAL_BATCH = 2048
 NUM_DENSE = 13
+
+
+@contextlib.contextmanager
+def one_process_job(data: str, overrides: Sequence[str]) -> Iterator[Tuple[Any, Any, int, Any]]:
+    """(cfg, env, threads, built): `train`'s process setup and sharded model, 1 process, on the prepared `data`
+    with `overrides`, its out_dir a temporary folder (removed after)."""
+    from recsys_dist.config import load_config
+    from recsys_dist.dist_env import setup_process
+    from recsys_dist.job import build_sharded_model
+
+    with tempfile.TemporaryDirectory() as out:
+        cfg = load_config(None, [f"data.dir={data}", f"train.out_dir={out}", *overrides])
+        env, threads = setup_process(cfg.train)
+        yield cfg, env, threads, build_sharded_model(cfg, env)
 
 
 def kaggle_rows(cap: int = CAP) -> List[int]:
