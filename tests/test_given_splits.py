@@ -176,8 +176,8 @@ def test_criteo_kaggle_split_is_dlrm_seven_days(tmp_path):
     assert md.feature("C1").num_embeddings == 2 + 3  # the 3 train values; the 6 day-7 values are OOV
     assert set(_column(tmp_path / "out", "test", "C1")) == {1}
     with pytest.raises(PrepareError, match="criteo_kaggle cuts one file"):
-        (tmp_path / "raw" / "day_0").write_text(_criteo_line(0, 1))
-        prepare_criteo(PrepareConfig(input=[str(tmp_path / "raw" / "train.txt"), str(tmp_path / "raw" / "day_0")],
+        (tmp_path / "more.txt").write_text(_criteo_line(0, 1))  # (day files beside a train.txt: refused before)
+        prepare_criteo(PrepareConfig(input=[str(tmp_path / "raw" / "train.txt"), str(tmp_path / "more.txt")],
                                      out_dir=str(tmp_path / "o2"), split="criteo_kaggle"), progress=False)
 
 
