@@ -18,7 +18,7 @@ from recsys_dist.data.criteo_encode import string_buffers
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
-_TICKS_PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+TICKS_PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
 MAX_EPOCH_SECONDS = 1e11  # the year 5138: a larger epoch number is in ms / us / ns (1.7e12 ms is 2024)
 _NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 
@@ -148,7 +148,7 @@ def parse_timestamps(arr: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
     if pa.types.is_timestamp(arr.type):  # in its own unit: a cast of ns to us refuses sub-microsecond values
         ticks = pc.cast(arr, pa.int64())
         bad = ticks.is_null().to_numpy(zero_copy_only=False)
-        return ticks.fill_null(0).to_numpy(zero_copy_only=False) / _TICKS_PER_SECOND[arr.type.unit], bad
+        return ticks.fill_null(0).to_numpy(zero_copy_only=False) / TICKS_PER_SECOND[arr.type.unit], bad
     values, empty, bad = parse_numbers(arr)  # epoch seconds (as text in a CSV)
     too_large = ~empty & (np.abs(values) >= MAX_EPOCH_SECONDS)  # milli- / micro- / nanoseconds, not seconds
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
@@ -172,7 +172,7 @@ def _iso_seconds(text: pa.Array, nan: bool = False):
                  pa.timestamp("ns"), pa.timestamp("ns", tz="UTC")):  # ns: 7-9 digits
         try:
             ticks = pc.cast(pc.cast(text, unit), pa.int64()).to_numpy(zero_copy_only=False)
-            return ticks / _TICKS_PER_SECOND[unit.unit]
+            return ticks / TICKS_PER_SECOND[unit.unit]
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
     return np.array([np.nan]) if nan else None

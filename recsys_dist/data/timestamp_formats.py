@@ -20,10 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys_dist.data.tabular_encode import MAX_EPOCH_SECONDS, as_strings, parse_numbers
+from recsys_dist.data.tabular_encode import MAX_EPOCH_SECONDS, TICKS_PER_SECOND, as_strings, parse_numbers
 
 UNITS = ("s", "ms", "us", "ns")
-TICKS_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
 UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
 # strptime directives Arrow both reads and writes back (%j, %U, %z ... are read but ignored or not written)
 DIRECTIVES = "YymdeHIMSpbBhaAFTDR%"
