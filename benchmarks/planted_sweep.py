@@ -22,14 +22,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SUITES = ("test_learns_planted_signal", "test_dense_i_learns_planted", "test_dense_ii_learns_planted",
-          "test_optfusion_learns_planted", "test_optinter_learns_planted")
 
 
 def planted_runs():
     sys.path.insert(0, str(ROOT / "tests"))
+    import planted
+
     runs = {}
-    for suite in SUITES:
+    for suite in planted.SUITES:
         for r in importlib.import_module(suite).PLANTED_RUNS:
             runs.setdefault(r.name, r)
     return runs

@@ -32,6 +32,10 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 from dist_harness import run_on_ranks
 
+# The acceptance files (modules of tests/), each with its PLANTED_RUNS.
+SUITES = ("test_learns_planted_signal", "test_dense_i_learns_planted", "test_dense_ii_learns_planted",
+          "test_optfusion_learns_planted", "test_optinter_learns_planted")
+
 # 200k train rows (days 0-1), 50k val + 50k test (day 2); the generator's default seed.
 # Small enough for 2 cores, big enough that the gap to the generator's AUC is measured to ~0.001 (sd).
 DAYS, ROWS_PER_DAY, SEED = 3, 100000, 0

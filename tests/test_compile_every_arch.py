@@ -12,12 +12,10 @@ import importlib
 import pytest
 import torch
 
-from planted import Exported
+from planted import SUITES, Exported
 from recsys_dist.models.arch import ArchInputs
 from recsys_dist.models.registry import ARCHES, build_arch
 
-SUITES = ("test_learns_planted_signal", "test_dense_i_learns_planted", "test_dense_ii_learns_planted",
-          "test_optfusion_learns_planted", "test_optinter_learns_planted")
 BASE = ("C1", "C2", "C3", "C4")
 CROSSES = ("C1xC2", "C1xC3", "C1xC4", "C2xC3", "C2xC4", "C3xC4")
 
